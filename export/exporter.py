@@ -1,0 +1,189 @@
+"""Checkpoint -> model directory: the graphs, config.json, tokenizer.json and voices.
+
+The directory is written under a temporary name beside the target and renamed
+into place only when complete (and validated, when asked), so an export that
+fails leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from bark_onnx import __version__
+from bark_onnx import constants as C
+from bark_onnx.config import PRECISIONS, VOICES_DIR, ModelConfig
+from bark_onnx.errors import BarkOnnxError
+
+from .checkpoints import load_checkpoint
+from .codec_graph import build_codec
+from .gpt_graphs import OPSET, build_causal, build_fine
+from .models import build_models
+from .tokenizer import write_tokenizer
+
+logger = logging.getLogger(__name__)
+
+# Vocabulary columns each causal loop samples from (see SPEC: the semantic loop
+# reads the 10 000 semantic tokens and the EOS logit; the coarse loop reads
+# the two codebooks' 2 x 1024 columns after the semantic vocabulary).
+SEMANTIC_LOGITS = (0, C.SEMANTIC_VOCAB_SIZE + 1)
+COARSE_LOGITS = (C.SEMANTIC_VOCAB_SIZE, C.SEMANTIC_VOCAB_SIZE + C.N_COARSE_CODEBOOKS * C.CODEBOOK_SIZE)
+
+
+def save_graph(model: onnx.ModelProto, path: Path) -> int:
+    """Write a graph with its weights in `<name>.data` beside it; returns the bytes on disk."""
+    data_name = path.name + ".data"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data_name, size_threshold=1024)
+    return path.stat().st_size + ((path.parent / data_name).stat().st_size if (path.parent / data_name).exists() else 0)
+
+
+def _fp16_codec(model: onnx.ModelProto) -> onnx.ModelProto:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(model, keep_io_types=True)
+
+
+class Progress:
+    """Numbered step lines on stderr with the time each step took."""
+
+    def __init__(self, total: int, enabled: bool = True, stream=sys.stderr):
+        self.total, self.enabled, self.stream = total, enabled, stream
+        self.n = 0
+        self.t = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        now = time.perf_counter()
+        self.n += 1
+        if self.enabled:
+            print(f"[{self.n}/{self.total}] {message}", file=self.stream, flush=True)
+        self.t = now
+
+    def done(self, message: str) -> None:
+        if self.enabled:
+            print(f"      {message} ({time.perf_counter() - self.t:.1f} s)", file=self.stream, flush=True)
+
+
+def _publish_permissions(root: Path) -> None:
+    """mkdtemp and onnx write owner-only files; give the model the usual umask permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished `tmp` to `out`, replacing an older export there."""
+    _publish_permissions(tmp)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def export_model(
+    checkpoint: str,
+    out_dir: str | Path,
+    precision: str = "fp32",
+    kv_cache: str = "inplace",
+    validate: bool = False,
+    codec: str | None = None,
+    tokenizer: str | None = None,
+    small: bool | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
+) -> Path:
+    """Export a Bark checkpoint to an ONNX model directory; returns its path."""
+    if precision not in PRECISIONS:
+        raise BarkOnnxError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    out = Path(out_dir).expanduser().resolve()
+    if out.exists() and not overwrite:
+        raise BarkOnnxError(f"{out} already exists; pass --force to replace it")
+    if out.exists() and not (out / "config.json").is_file():
+        raise BarkOnnxError(f"{out} exists and is not a bark-onnx model directory; refusing to replace it")
+    report = report or (lambda line: print(line, file=sys.stderr))
+    step = Progress(8 if validate else 7, progress)
+
+    step(f"reading checkpoint {checkpoint}")
+    source = load_checkpoint(checkpoint, codec=codec, tokenizer=tokenizer, small=small)
+    models = build_models(source)
+    step.done(f"{source.info['format']} layout, " + ", ".join(
+        f"{s} {c.n_layer}x{c.n_embd}" for s, c in source.configs.items()))
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        dtype = np.float16 if precision == "fp16" else np.float32
+        graphs, sizes = {}, {}
+        for stage, logits in (("semantic", SEMANTIC_LOGITS), ("coarse", COARSE_LOGITS)):
+            step(f"building the {stage} graph (KV cache '{kv_cache}', {precision})")
+            model, graphs[stage] = build_causal(source.configs[stage], source.weights[stage], stage, logits,
+                                                kv=kv_cache, dtype=dtype)
+            sizes[stage] = save_graph(model, tmp / graphs[stage].file)
+            step.done(f"{sizes[stage] / 1e6:.1f} MB")
+        step(f"building the fine graph ({precision})")
+        model, graphs["fine"] = build_fine(source.configs["fine"], source.weights["fine"], C.CODEBOOK_SIZE,
+                                           fused=(kv_cache == "inplace"), dtype=dtype)
+        sizes["fine"] = save_graph(model, tmp / graphs["fine"].file)
+        step.done(f"{sizes['fine'] / 1e6:.1f} MB")
+        step("exporting the EnCodec decoder")
+        model, graphs["codec"] = build_codec(models["codec"])
+        if precision == "fp16":
+            model = _fp16_codec(model)
+        sizes["codec"] = save_graph(model, tmp / graphs["codec"].file)
+        step.done(f"{sizes['codec'] / 1e6:.1f} MB")
+
+        step("writing tokenizer and voices")
+        write_tokenizer(source.tokenizer, tmp / "tokenizer.json")
+        for name, voice in source.voices.items():
+            path = tmp / VOICES_DIR / f"{name}.npz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, **voice)
+        step.done(f"{len(source.voices)} voices")
+
+        config = ModelConfig(
+            semantic=source.configs["semantic"], coarse=source.configs["coarse"], fine=source.configs["fine"],
+            codec=source.codec_config, graphs=graphs, precision=precision, kv_cache=kv_cache, opset=OPSET,
+            bark_onnx_version=__version__,
+            source={k: str(v) for k, v in source.info.items()},
+            voices=tuple(sorted(source.voices)),
+        )
+        config.save(tmp)
+        step("checking the directory loads")
+        ModelConfig.load(tmp)
+        step.done("config.json ok")
+
+        if validate:
+            from .validate import ValidationError, validate_model_dir
+
+            step("validating every graph against PyTorch")
+            checks = validate_model_dir(tmp, models)
+            for check in checks:
+                report(str(check))
+            failed = [c for c in checks if not c.ok]
+            if failed:
+                raise ValidationError(
+                    f"{len(failed)} output(s) differ from PyTorch beyond the tolerance: "
+                    + "; ".join(f"{c.graph} {c.output} ({c.max_abs:.2e})" for c in failed)
+                )
+            step.done("all graphs match")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    total = sum(sizes.values())
+    report(f"wrote {out} ({total / 1e6:.1f} MB: " + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in sizes.items()) + ")")
+    return out

@@ -1,0 +1,334 @@
+"""ONNX graphs of Bark's GPTs, built node by node from the checkpoint's weights.
+
+Two KV-cache layouts for the causal (semantic, coarse) graphs:
+
+- `inplace` (default; CPU and CUDA): ONNX Runtime's fused ops. Attention is
+  `GroupQueryAttention` over a preallocated (B, nh, max_len, hs) buffer that
+  the runtime binds as both `past_key.i` and `present_key.i`, so a step
+  writes its keys in place; `past_length` says how much of it is filled.
+  LayerNorm + residual add run as `SkipLayerNormalization`, bias + GELU as
+  `BiasGelu`.
+- `concat` (standard opset-17 ops only, for TensorRT and other runtimes):
+  `present = Concat(past, new)`, so the cache grows by one row per step.
+
+One graph serves the prefill and the one-token steps. Logits come out for the
+last position only, and only for the vocabulary columns the loop samples from.
+The fine graph is non-causal, has no cache, and takes the codebook to predict
+as an input, so one graph serves every codebook.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from bark_onnx.config import GPTConfig, GraphInfo
+
+from .onnx_builder import MS_DOMAIN, GraphBuilder
+
+INT64_MAX = np.iinfo(np.int64).max
+OPSET = 17
+
+
+@dataclass
+class LayerWeights:
+    ln1_w: np.ndarray
+    ln1_b: np.ndarray | None
+    qkv_w: np.ndarray  # (D, 3D), MatMul layout
+    qkv_b: np.ndarray | None
+    proj_w: np.ndarray  # (D, D)
+    proj_b: np.ndarray | None
+    ln2_w: np.ndarray
+    ln2_b: np.ndarray | None
+    fc_w: np.ndarray  # (D, 4D)
+    fc_b: np.ndarray | None
+    out_w: np.ndarray  # (4D, D)
+    out_b: np.ndarray | None
+
+
+def _np(state: dict, key: str, required: bool = True) -> np.ndarray | None:
+    if key not in state:
+        if required:
+            raise KeyError(key)
+        return None
+    return state[key].detach().to("cpu").float().numpy()
+
+
+def layer_weights(state: dict, i: int) -> LayerWeights:
+    p = f"transformer.h.{i}."
+    t = lambda key: _np(state, p + key).T  # noqa: E731  Linear (out, in) -> MatMul (in, out)
+    b = lambda key: _np(state, p + key, required=False)  # noqa: E731
+    return LayerWeights(
+        ln1_w=_np(state, p + "ln_1.weight"), ln1_b=b("ln_1.bias"),
+        qkv_w=t("attn.c_attn.weight"), qkv_b=b("attn.c_attn.bias"),
+        proj_w=t("attn.c_proj.weight"), proj_b=b("attn.c_proj.bias"),
+        ln2_w=_np(state, p + "ln_2.weight"), ln2_b=b("ln_2.bias"),
+        fc_w=t("mlp.c_fc.weight"), fc_b=b("mlp.c_fc.bias"),
+        out_w=t("mlp.c_proj.weight"), out_b=b("mlp.c_proj.bias"),
+    )
+
+
+class _Blocks:
+    """Emits transformer blocks; `fused` picks ORT contrib ops or standard ops."""
+
+    def __init__(self, g: GraphBuilder, cfg: GPTConfig, fused: bool, matmul=None):
+        self.g, self.cfg, self.fused = g, cfg, fused
+        self.matmul = matmul or self._matmul
+
+    def _matmul(self, x: str, w: np.ndarray, name: str, weight_name: str) -> str:
+        return self.g.op("MatMul", [x, self.g.weight(weight_name, w)], name)
+
+    def linear(self, x: str, w: np.ndarray, b: np.ndarray | None, name: str, add_bias: bool = True) -> str:
+        y = self.matmul(x, w, name, f"{name[1:]}.weight")
+        if b is not None and add_bias:
+            y = self.g.op("Add", [y, self.g.weight(f"{name[1:]}.bias", b)], f"{name}/bias")
+        return y
+
+    def layer_norm(self, x: str, w: np.ndarray, b: np.ndarray | None, name: str) -> str:
+        ins = [x, self.g.weight(f"{name[1:]}.weight", w)]
+        if b is not None:
+            ins.append(self.g.weight(f"{name[1:]}.bias", b))
+        return self.g.op("LayerNormalization", ins, name, axis=-1, epsilon=1e-5)
+
+    def residual_norm(self, delta: str, delta_bias, bias_name: str, x: str, w, b, name: str) -> tuple[str, str]:
+        """x' = x + delta (+ bias); returns (LayerNorm(x'), x').
+
+            fused:    delta, x ──SkipLayerNormalization──> LN(x'), x'
+            standard: delta ─(+bias)─Add(x)─> x' ─LayerNormalization─> LN(x')
+        """
+        g = self.g
+        if self.fused:
+            ins = [delta, x, g.weight(f"{name[1:]}.weight", w),
+                   g.weight(f"{name[1:]}.bias", b) if b is not None else "",
+                   g.weight(bias_name, delta_bias) if delta_bias is not None else ""]
+            while ins[-1] == "":
+                ins.pop()
+            outs = [f"{name}/normed", "", "", f"{name}/residual"]  # mean and inv_std unused
+            g.op("SkipLayerNormalization", ins, name, outputs=outs, domain=MS_DOMAIN, epsilon=1e-5)
+            return outs[0], outs[3]
+        if delta_bias is not None:
+            delta = g.op("Add", [delta, g.weight(bias_name, delta_bias)], f"{name}/delta_bias")
+        x = g.op("Add", [x, delta], f"{name}/residual")
+        return self.layer_norm(x, w, b, name), x
+
+    def mlp(self, h: str, lw: LayerWeights, name: str) -> str:
+        """MatMul -> GELU (exact) -> MatMul; the output bias is left to the next residual add."""
+        g = self.g
+        fc = self.linear(h, lw.fc_w, lw.fc_b, f"{name}/fc", add_bias=not self.fused)
+        if self.fused and lw.fc_b is not None:
+            act = g.op("BiasGelu", [fc, g.weight(f"{name[1:]}/fc.bias", lw.fc_b)], f"{name}/act", domain=MS_DOMAIN)
+        elif self.fused:
+            act = g.op("Gelu", [fc], f"{name}/act", domain=MS_DOMAIN)
+        else:  # 0.5 * x * (1 + erf(x / sqrt(2)))
+            f = lambda v: g.const(v, g.dtype)  # noqa: E731
+            e = g.op("Erf", [g.op("Mul", [fc, f(1 / math.sqrt(2))], f"{name}/act/scale")], f"{name}/act")
+            act = g.op("Mul", [g.op("Mul", [fc, f(0.5)], f"{name}/act/half"),
+                               g.op("Add", [e, f(1.0)], f"{name}/act/one")], f"{name}/act/gelu")
+        return self.matmul(act, lw.out_w, f"{name}/out", f"{name[1:]}/out.weight")
+
+    def split_heads(self, t: str, name: str) -> str:  # (B, S, D) -> (B, nh, S, hs)
+        g = self.g
+        r = g.op("Reshape", [t, g.const([0, 0, self.cfg.n_head, self.cfg.head_dim])], f"{name}/reshape")
+        return g.op("Transpose", [r], f"{name}/transpose", perm=[0, 2, 1, 3])
+
+    def plain_attention(self, qkv: str, name: str, past: tuple[str, str] | None, mask: str | None):
+        """Standard-op attention; with `past`, returns the concatenated cache too.
+
+            qkv ─Split─> q, k, v ─heads─> k' = Concat(past_k, k), v' likewise
+            softmax((q @ k'^T) * scale, masked) @ v' ─merge heads─> y
+        """
+        g, D = self.g, self.cfg.n_embd
+        q, k, v = g.op("Split", [qkv, g.const([D, D, D])], f"{name}/split", outputs=3, axis=2)
+        q, k, v = (self.split_heads(t, f"{name}/{n}") for t, n in ((q, "q"), (k, "k"), (v, "v")))
+        present = None
+        if past is not None:
+            k = g.op("Concat", [past[0], k], f"{name}/k_cache", axis=2)
+            v = g.op("Concat", [past[1], v], f"{name}/v_cache", axis=2)
+            present = (k, v)
+        kt = g.op("Transpose", [k], f"{name}/k_t", perm=[0, 1, 3, 2])
+        scores = g.op("MatMul", [q, kt], f"{name}/scores")
+        scores = g.op("Mul", [scores, g.const(1 / math.sqrt(self.cfg.head_dim), g.dtype)], f"{name}/scale")
+        if mask is not None:
+            scores = g.op("Where", [mask, scores, g.const(np.finfo(g.dtype).min, g.dtype)], f"{name}/mask")
+        probs = g.op("Softmax", [scores], f"{name}/softmax", axis=-1)
+        y = g.op("MatMul", [probs, v], f"{name}/context")
+        y = g.op("Transpose", [y], f"{name}/merge", perm=[0, 2, 1, 3])
+        y = g.op("Reshape", [y, g.const([0, 0, D])], f"{name}/merge_reshape")
+        return y, present
+
+    def stack(self, x: str, layers: list[LayerWeights], attention, final_norm, last_only: bool) -> str:
+        """Every block, then the final LayerNorm; returns the normed hidden state.
+
+        `attention(qkv, i)` returns the attention output (before c_proj) of layer i.
+        """
+        h = self.layer_norm(x, layers[0].ln1_w, layers[0].ln1_b, "/layers.0/ln_1")
+        for i, lw in enumerate(layers):
+            name = f"/layers.{i}"
+            qkv = self.linear(h, lw.qkv_w, lw.qkv_b, f"{name}/attn/qkv")
+            a = self.matmul(attention(qkv, i), lw.proj_w, f"{name}/attn/proj", f"{name[1:]}/attn/proj.weight")
+            h, x = self.residual_norm(a, lw.proj_b, f"{name[1:]}/attn/proj.bias", x, lw.ln2_w, lw.ln2_b, f"{name}/ln_2")
+            m = self.mlp(h, lw, f"{name}/mlp")
+            if i + 1 < len(layers):
+                nxt = layers[i + 1]
+                h, x = self.residual_norm(m, lw.out_b, f"{name[1:]}/mlp/out.bias", x, nxt.ln1_w, nxt.ln1_b,
+                                          f"/layers.{i + 1}/ln_1")
+        if last_only:  # only the last position reaches the head: (B, S, D) -> (B, 1, D)
+            cut = lambda t, n: self.g.op("Slice", [t, self.g.const([-1]), self.g.const([INT64_MAX]),  # noqa: E731
+                                                   self.g.const([1])], f"/last/{n}")
+            m, x = cut(m, "mlp"), cut(x, "residual")
+        last = f"layers.{len(layers) - 1}/mlp/out.bias"
+        h, _ = self.residual_norm(m, layers[-1].out_b, last, x, final_norm[0], final_norm[1], "/ln_f")
+        return h
+
+
+def _shape_dim(g: GraphBuilder, t: str, axis: int, name: str) -> str:
+    """Scalar int64 size of axis `axis` of t."""
+    s = g.op("Shape", [t], name, start=axis, end=axis + 1)
+    return g.op("Squeeze", [s, g.const([0])], f"{name}/scalar")
+
+
+def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[int, int], kv: str = "inplace",
+                 dtype=np.float32, matmul=None, max_len: int | None = None) -> tuple[onnx.ModelProto, GraphInfo]:
+    """The semantic or coarse decoder graph; see the module docstring."""
+    if kv not in ("inplace", "concat"):
+        raise ValueError(f"kv must be 'inplace' or 'concat', got {kv!r}")
+    g = GraphBuilder(f"bark_{stage}", dtype)
+    blocks = _Blocks(g, cfg, fused=(kv == "inplace"), matmul=matmul)
+    merge = stage == "semantic"
+    H, hs = cfg.n_head, cfg.head_dim
+    start, stop = logits_range
+
+    ids = g.input("input_ids", TensorProto.INT64, ["batch", "seq"])
+    wte = _np(state, "transformer.wte.weight")
+    if merge:
+        # merge_ids[b, i] adds the embedding of a second token at position i
+        # (Bark's text + history context); id `merge_none` is a zero row.
+        merge_ids = g.input("merge_ids", TensorProto.INT64, ["batch", "seq"])
+        wte = np.concatenate([wte, np.zeros((1, cfg.n_embd), np.float32)])
+    table = g.weight("wte.weight", wte)
+    x = g.op("Gather", [table, ids], "/embed/tokens")
+    if merge:
+        x = g.op("Add", [x, g.op("Gather", [table, merge_ids], "/embed/merge")], "/embed/merged")
+
+    seq = _shape_dim(g, ids, 1, "/shape/seq")
+    cache_dims = ["batch", H, "max_len" if kv == "inplace" else "past_len", hs]
+    past = []
+    for i in range(cfg.n_layer):
+        past.append((g.input(f"past_key.{i}", g.float_type, cache_dims),
+                     g.input(f"past_value.{i}", g.float_type, cache_dims)))
+    if kv == "inplace":
+        past_len = g.input("past_length", TensorProto.INT64, [])
+    else:
+        past_len = _shape_dim(g, past[0][0], 2, "/shape/past")
+    total = g.op("Add", [past_len, seq], "/shape/total")
+    positions = g.op("Range", [past_len, total, g.const(1)], "/embed/positions")  # (S,)
+    x = g.op("Add", [x, g.op("Gather", [g.weight("wpe.weight", _np(state, "transformer.wpe.weight")), positions],
+                             "/embed/pos")], "/embed/sum")
+
+    present_names = [(f"present_key.{i}", f"present_value.{i}") for i in range(cfg.n_layer)]
+    if kv == "inplace":
+        batch = g.op("Shape", [ids], "/shape/batch", start=0, end=1)
+        total32 = g.op("Cast", [total], "/shape/total_i32", to=TensorProto.INT32)
+        last = g.op("Sub", [total32, g.const(1, np.int32)], "/shape/last_i32")
+        seqlens_k = g.op("Expand", [last, batch], "/shape/seqlens_k")  # (B,) filled length - 1
+
+        def attention(qkv: str, i: int) -> str:
+            # packed qkv (B, S, 3D); the cache buffers are read and written in place
+            return g.op("GroupQueryAttention", [qkv, "", "", past[i][0], past[i][1], seqlens_k, total32],
+                        f"/layers.{i}/attn", outputs=[f"/layers.{i}/attn/out", *present_names[i]],
+                        domain=MS_DOMAIN, num_heads=H, kv_num_heads=H, scale=1 / math.sqrt(hs))[0]
+    else:
+        qpos = g.op("Unsqueeze", [positions, g.const([1])], "/mask/qpos")  # (S, 1)
+        kpos = g.op("Range", [g.const(0), total, g.const(1)], "/mask/kpos")  # (P + S,)
+        mask = g.op("LessOrEqual", [kpos, qpos], "/mask/causal")  # (S, P + S): key j visible to query i
+
+        def attention(qkv: str, i: int) -> str:
+            y, (k, v) = blocks.plain_attention(qkv, f"/layers.{i}/attn", past[i], mask)
+            g.op("Identity", [k], f"/layers.{i}/present_key", outputs=[present_names[i][0]])
+            g.op("Identity", [v], f"/layers.{i}/present_value", outputs=[present_names[i][1]])
+            return y
+
+    layers = [layer_weights(state, i) for i in range(cfg.n_layer)]
+    final = (_np(state, "transformer.ln_f.weight"), _np(state, "transformer.ln_f.bias", required=False))
+    h = blocks.stack(x, layers, attention, final, last_only=True)
+    head = _np(state, "lm_head.weight")[start:stop].T  # (D, n): only the columns the loop reads
+    logits = blocks.matmul(h, head, "/lm_head", "lm_head.weight")
+    logits = g.op("Squeeze", [logits, g.const([1])], "/lm_head/last")  # (B, n)
+    if g.dtype != np.float32:
+        logits = g.op("Cast", [logits], "/lm_head/float", to=TensorProto.FLOAT)
+    g.op("Identity", [logits], "/output", outputs=["logits"])
+
+    g.output("logits", TensorProto.FLOAT, ["batch", stop - start])
+    for i, (pk, pv) in enumerate(present_names):
+        g.output(pk, g.float_type, cache_dims if kv == "inplace" else ["batch", H, "total_len", hs])
+        g.output(pv, g.float_type, cache_dims if kv == "inplace" else ["batch", H, "total_len", hs])
+    model = g.model(OPSET, f"Bark {stage} GPT, KV cache '{kv}'")
+    info = GraphInfo(
+        file=f"{stage}.onnx",
+        inputs=tuple(i.name for i in g.inputs),
+        outputs=tuple(o.name for o in g.outputs),
+        logits_start=start, logits_size=stop - start,
+        merge_none_id=cfg.input_vocab_size if merge else -1,
+    )
+    return model, info
+
+
+def build_fine(cfg: GPTConfig, state: dict, n_logits: int, fused: bool = True, dtype=np.float32,
+               matmul=None) -> tuple[onnx.ModelProto, GraphInfo]:
+    """The fine graph: codes (B, T, 8), pred_idx -> logits (B, T, n_logits) of codebook pred_idx.
+
+        codes ─+offsets─Gather(wtes)─> (B, T, 8, D) ─×[i <= pred_idx]─ReduceSum─> (B, T, D) + wpe
+        ─blocks─ln_f─> MatMul(table[pred_idx][:n_logits]^T) ─> logits
+    """
+    g = GraphBuilder("bark_fine", dtype)
+    blocks = _Blocks(g, cfg, fused=fused, matmul=matmul)
+    n_codes, V, D = cfg.n_codes_total, cfg.input_vocab_size, cfg.n_embd
+    codes = g.input("codes", TensorProto.INT64, ["batch", "seq", n_codes])
+    pred_idx = g.input("pred_idx", TensorProto.INT64, [])
+
+    tables = np.concatenate([_np(state, f"transformer.wtes.{i}.weight") for i in range(n_codes)])  # (8V, D)
+    heads = [_np(state, f"lm_heads.{j}.weight") for j in range(n_codes - cfg.n_codes_given)]
+    tied = all(np.array_equal(heads[j], tables[(j + cfg.n_codes_given) * V:(j + cfg.n_codes_given + 1) * V])
+               for j in range(len(heads)))
+    table = g.weight("wtes.weight", tables)
+    ids = g.op("Add", [codes, g.const(np.arange(n_codes) * V)], "/embed/offsets")
+    emb = g.op("Gather", [table, ids], "/embed/tokens")  # (B, T, 8, D)
+    used = g.op("LessOrEqual", [g.const(np.arange(n_codes)), pred_idx], "/embed/used")  # (8,)
+    used = g.op("Cast", [g.op("Unsqueeze", [used, g.const([1])], "/embed/used_col")], "/embed/used_f",
+                to=g.float_type)  # (8, 1)
+    x = g.op("ReduceSum", [g.op("Mul", [emb, used], "/embed/mask"), g.const([2])], "/embed/sum", keepdims=0)
+    seq = _shape_dim(g, codes, 1, "/shape/seq")
+    positions = g.op("Range", [g.const(0), seq, g.const(1)], "/embed/positions")
+    wpe = g.weight("wpe.weight", _np(state, "transformer.wpe.weight"))
+    x = g.op("Add", [x, g.op("Gather", [wpe, positions], "/embed/pos")], "/embed/with_pos")
+
+    def attention(qkv: str, i: int) -> str:
+        return blocks.plain_attention(qkv, f"/layers.{i}/attn", None, None)[0]
+
+    layers = [layer_weights(state, i) for i in range(cfg.n_layer)]
+    final = (_np(state, "transformer.ln_f.weight"), _np(state, "transformer.ln_f.bias", required=False))
+    h = blocks.stack(x, layers, attention, final, last_only=False)
+
+    # The head of codebook pred_idx: rows [pred_idx * V, pred_idx * V + n_logits) of the
+    # tied tables (stored once), or of separate heads when a checkpoint unties them.
+    if tied:
+        src, first = table, pred_idx
+    else:
+        src = g.weight("lm_heads.weight", np.concatenate(heads))
+        first = g.op("Sub", [pred_idx, g.const(cfg.n_codes_given)], "/head/index")
+    row0 = g.op("Unsqueeze", [g.op("Mul", [first, g.const(V)], "/head/row0"), g.const([0])], "/head/start")
+    rows = g.op("Slice", [src, row0, g.op("Add", [row0, g.const([n_logits])], "/head/end"), g.const([0])],
+                "/head/rows")  # (n_logits, D)
+    logits = g.op("MatMul", [h, g.op("Transpose", [rows], "/head/t", perm=[1, 0])], "/head/logits")
+    if g.dtype != np.float32:
+        logits = g.op("Cast", [logits], "/head/float", to=TensorProto.FLOAT)
+    g.op("Identity", [logits], "/output", outputs=["logits"])
+    g.output("logits", TensorProto.FLOAT, ["batch", "seq", n_logits])
+    model = g.model(OPSET, "Bark fine GPT (non-causal), one graph for every codebook")
+    info = GraphInfo(file="fine.onnx", inputs=("codes", "pred_idx"), outputs=("logits",),
+                     logits_start=0, logits_size=n_logits)
+    return model, info

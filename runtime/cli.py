@@ -1,0 +1,70 @@
+"""The `bark-onnx` command.
+
+Subcommands that need torch (`export`, `demo`) import it only when they run,
+so `say` and `voices` work on a runtime-only install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .errors import BarkOnnxError
+
+EXPORT_HINT = "this subcommand needs the export extra: pip install 'bark-onnx[export]' (torch==2.13.0 first on CPU)"
+
+
+def _export_parser(sub) -> None:
+    p = sub.add_parser("export", help="export a Bark checkpoint to an ONNX model directory")
+    try:
+        from .export.cli import add_arguments
+    except ImportError:  # pragma: no cover - depends on the install
+        p.set_defaults(func=lambda args: _missing_extra())
+        return
+    add_arguments(p)
+    p.set_defaults(func=_run_export)
+
+
+def _missing_extra() -> int:
+    print(f"bark-onnx: {EXPORT_HINT}", file=sys.stderr)
+    return 2
+
+
+def _run_export(args) -> int:
+    try:
+        from .export.cli import run
+    except ImportError as err:
+        print(f"bark-onnx: {EXPORT_HINT} ({err})", file=sys.stderr)
+        return 2
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bark-onnx", description="Suno's Bark text-to-audio on ONNX Runtime")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details (providers, timings)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _export_parser(sub)
+    from . import cli_runtime
+
+    cli_runtime.add_parsers(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except BarkOnnxError as err:
+        print(f"bark-onnx: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bark-onnx: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Bark's fixed constants: token ids, rates and window sizes.
+
+These come from Suno's Bark and are the same for every checkpoint; the model
+directory's config.json records them too, so a runtime can check that a model
+was exported for the algorithm it implements.
+"""
+
+CONTEXT_WINDOW_SIZE = 1024
+SEMANTIC_RATE_HZ = 49.9
+SEMANTIC_VOCAB_SIZE = 10_000
+CODEBOOK_SIZE = 1024
+N_COARSE_CODEBOOKS = 2
+N_FINE_CODEBOOKS = 8
+COARSE_RATE_HZ = 75
+SAMPLE_RATE = 24_000
+SAMPLES_PER_FRAME = 320  # EnCodec 24 kHz hop: 24000 / 75
+
+TEXT_ENCODING_OFFSET = 10_048
+SEMANTIC_PAD_TOKEN = 10_000  # also the semantic end-of-sequence token
+TEXT_PAD_TOKEN = 129_595
+SEMANTIC_INFER_TOKEN = 129_599
+COARSE_SEMANTIC_PAD_TOKEN = 12_048
+COARSE_INFER_TOKEN = 12_050
+
+MAX_TEXT_TOKENS = 256
+MAX_SEMANTIC_HISTORY = 256
+MAX_SEMANTIC_STEPS = 768
+FINE_WINDOW = 1024
+FINE_STRIDE = 512
+FINE_HISTORY = 512
+
+# Coarse tokens per semantic token (two codebooks interleaved): 3.006...
+SEMANTIC_TO_COARSE_RATIO = COARSE_RATE_HZ / SEMANTIC_RATE_HZ * N_COARSE_CODEBOOKS

@@ -1,0 +1,93 @@
+"""Step-by-step runner of a causal graph (semantic or coarse) that owns its KV cache.
+
+`inplace` graphs: one (B, nh, max_len, hs) buffer per layer and per K/V,
+allocated once for a batch size on the session's device and bound through IO
+binding as both `past_*` and `present_*`; a step writes its row in place and
+nothing is copied or reallocated. Starting a new sequence only resets the
+filled length.
+
+`concat` graphs: the cache grows by one row per step; presents stay on the
+device as OrtValues and are bound as the next step's pasts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from .config import GPTConfig, GraphInfo
+from .errors import InputError
+from .sessions import Placement
+
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class CausalDecoder:
+    def __init__(self, session: ort.InferenceSession, info: GraphInfo, cfg: GPTConfig, kv_layout: str,
+                 placement: Placement):
+        self.session, self.info, self.cfg = session, info, cfg
+        self.inplace = kv_layout == "inplace"
+        self.device = placement.device
+        self.max_len = cfg.block_size
+        types = {i.name: i.type for i in session.get_inputs()}
+        self.kv_dtype = _NP_TYPES[types["past_key.0"]]
+        self.has_merge = "merge_ids" in types
+        self.layers = range(cfg.n_layer)
+        self.binding = session.io_binding()
+        self.binding.bind_output("logits", "cpu")  # bound first: get_outputs()[0] is the logits
+        self.batch = 0
+        self.length = 0
+        self._buffers: list[ort.OrtValue] = []
+
+    def _kv_names(self):
+        for i in self.layers:
+            for kind in ("key", "value"):
+                yield f"past_{kind}.{i}", f"present_{kind}.{i}"
+
+    def start(self, batch: int) -> None:
+        """Begin a new sequence of `batch` rows (the cache is reused when the batch size is unchanged)."""
+        shape_len = self.max_len if self.inplace else 0
+        if batch != self.batch or not self.inplace:
+            shape = (batch, self.cfg.n_head, shape_len, self.cfg.head_dim)
+            self._buffers = [
+                ort.OrtValue.ortvalue_from_shape_and_type(shape, self.kv_dtype, self.device, 0)
+                for _ in self._kv_names()
+            ]
+            for buf, (past, present) in zip(self._buffers, self._kv_names()):
+                self.binding.bind_ortvalue_input(past, buf)
+                if self.inplace:
+                    self.binding.bind_ortvalue_output(present, buf)
+                else:
+                    self.binding.bind_output(present, self.device)
+            self.batch = batch
+        self.length = 0
+
+    def forward(self, input_ids: np.ndarray, merge_ids: np.ndarray | None = None) -> np.ndarray:
+        """input_ids (B, S) -> logits (B, logits_size) of the last position; the cache advances by S."""
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+        if ids.ndim != 2 or ids.shape[0] != self.batch:
+            raise InputError(f"input_ids must have shape ({self.batch}, S), got {ids.shape}")
+        if self.length + ids.shape[1] > self.max_len:
+            raise InputError(f"sequence of {self.length + ids.shape[1]} positions exceeds the model's {self.max_len}")
+        b = self.binding
+        b.bind_cpu_input("input_ids", ids)
+        if self.has_merge:
+            if merge_ids is None:
+                merge_ids = np.full(ids.shape, self.info.merge_none_id, dtype=np.int64)
+            b.bind_cpu_input("merge_ids", np.ascontiguousarray(merge_ids, dtype=np.int64))
+        if self.inplace:
+            b.bind_cpu_input("past_length", np.array(self.length, dtype=np.int64))
+        self.session.run_with_iobinding(b)
+        outputs = b.get_outputs()
+        if not self.inplace:  # this step's presents are the next step's pasts; fresh outputs next time
+            self._buffers = outputs[1:]
+            for value, (past, present) in zip(self._buffers, self._kv_names()):
+                b.bind_ortvalue_input(past, value)
+                b.bind_output(present, self.device)
+        self.length += ids.shape[1]
+        return outputs[0].numpy()
+
+    def cache(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """The filled part of layer `layer`'s keys and values, (B, nh, length, hs) (for checks)."""
+        k, v = self._buffers[2 * layer], self._buffers[2 * layer + 1]
+        return k.numpy()[:, :, : self.length], v.numpy()[:, :, : self.length]
