@@ -53,10 +53,14 @@ def tiny_vocab() -> list[str]:
     return vocab
 
 
-def gpt_configs(size: str = "tiny", bias: bool = False) -> dict[str, GPTConfig]:
-    if size not in SHAPES:
-        raise ValueError(f"unknown size {size!r}; one of {sorted(SHAPES)}")
-    shape = SHAPES[size]
+def gpt_configs(size: str | dict = "tiny", bias: bool = False) -> dict[str, GPTConfig]:
+    """Configs of the three GPTs: a named size or a dict(n_layer=, n_head=, n_embd=)."""
+    if isinstance(size, dict):
+        shape = size
+    elif size in SHAPES:
+        shape = SHAPES[size]
+    else:
+        raise ValueError(f"unknown size {size!r}; one of {sorted(SHAPES)} or a dict of n_layer, n_head, n_embd")
     configs = {}
     for stage, (vin, vout) in VOCABS.items():
         extra = dict(n_codes_total=8, n_codes_given=1) if stage == "fine" else {}
@@ -220,7 +224,7 @@ def _write_voices_hf(root: Path, voices: dict[str, dict[str, np.ndarray]]) -> No
 def write_checkpoint(
     out_dir: str | Path,
     layout: str = "suno",
-    size: str = "tiny",
+    size: str | dict = "tiny",
     bias: bool = False,
     seed: int = 0,
     voices: tuple[str, ...] = DEFAULT_VOICES,

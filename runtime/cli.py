@@ -16,28 +16,21 @@ EXPORT_HINT = "this subcommand needs the export extra: pip install 'bark-onnx[ex
 
 
 def _export_parser(sub) -> None:
+    from .export.cli import add_arguments  # argparse only: no torch
+
     p = sub.add_parser("export", help="export a Bark checkpoint to an ONNX model directory")
-    try:
-        from .export.cli import add_arguments
-    except ImportError:  # pragma: no cover - depends on the install
-        p.set_defaults(func=lambda args: _missing_extra())
-        return
     add_arguments(p)
     p.set_defaults(func=_run_export)
 
 
-def _missing_extra() -> int:
-    print(f"bark-onnx: {EXPORT_HINT}", file=sys.stderr)
-    return 2
-
-
 def _run_export(args) -> int:
+    from .export.cli import run
+
     try:
-        from .export.cli import run
-    except ImportError as err:
+        return run(args)
+    except ImportError as err:  # torch, onnx or transformers missing
         print(f"bark-onnx: {EXPORT_HINT} ({err})", file=sys.stderr)
         return 2
-    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,7 +34,8 @@ class CausalDecoder:
         self.has_merge = "merge_ids" in types
         self.layers = range(cfg.n_layer)
         self.binding = session.io_binding()
-        self.binding.bind_output("logits", "cpu")  # bound first: get_outputs()[0] is the logits
+        self._logits = np.zeros((1, info.logits_size), np.float32)
+        self._bind_logits(1)  # bound first: get_outputs()[0] is the logits
         self.batch = 0
         self.length = 0
         self._buffers: list[ort.OrtValue] = []
@@ -43,6 +44,11 @@ class CausalDecoder:
         for i in self.layers:
             for kind in ("key", "value"):
                 yield f"past_{kind}.{i}", f"present_{kind}.{i}"
+
+    def _bind_logits(self, batch: int) -> None:
+        """Logits land in a host array owned here (rebinding a name keeps its place in the outputs)."""
+        self._logits = np.zeros((batch, self.info.logits_size), np.float32)
+        self.binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self._logits))
 
     def start(self, batch: int) -> None:
         """Begin a new sequence of `batch` rows (the cache is reused when the batch size is unchanged)."""
@@ -59,6 +65,8 @@ class CausalDecoder:
                     self.binding.bind_ortvalue_output(present, buf)
                 else:
                     self.binding.bind_output(present, self.device)
+            if batch != self.batch:
+                self._bind_logits(batch)
             self.batch = batch
         self.length = 0
 
@@ -85,7 +93,7 @@ class CausalDecoder:
                 b.bind_ortvalue_input(past, value)
                 b.bind_output(present, self.device)
         self.length += ids.shape[1]
-        return outputs[0].numpy()
+        return self._logits.copy()
 
     def cache(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
         """The filled part of layer `layer`'s keys and values, (B, nh, length, hs) (for checks)."""

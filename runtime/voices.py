@@ -9,9 +9,12 @@ files are untrusted input: no pickle, bounded sizes, checked shapes and ranges.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import logging
+import os
 import re
+import socket
 import zipfile
 from pathlib import Path
 from typing import Mapping, Union
@@ -28,6 +31,7 @@ MAX_VOICE_BYTES = 16 * 1024 * 1024  # per array, uncompressed; real presets are 
 MAX_PROMPT_LEN = 100_000
 HUB_REPO = "suno/bark"
 _NAME = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)?$")
+_SUNO_PRESET = re.compile(r"^(v2/)?[a-z]{2}_speaker_\d$|^announcer$")
 
 Voice = dict[str, np.ndarray]
 VoiceLike = Union[str, Path, Mapping[str, np.ndarray], None]
@@ -129,8 +133,21 @@ def _names_in(folder: Path | None) -> list[str]:
     return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.npz"))
 
 
+def hub_reachable(host: str = "huggingface.co") -> bool:
+    """A quick check before asking the hub: its client retries for ~20 s when offline."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
 def _from_hub(name: str) -> Voice | None:
-    """A preset from the hub's suno/bark speaker embeddings (cache first; None when unreachable)."""
+    """One of Suno's presets from the hub's suno/bark speaker embeddings (None when unreachable)."""
+    if not _SUNO_PRESET.match(name) or not hub_reachable():
+        return None
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
@@ -189,11 +206,18 @@ class VoiceLibrary:
         voice = _from_hub(name) if self.use_hub else None
         if voice is not None:
             return voice
+        own = _names_in(self.model_voices)
         known = self.names()
-        listing = ", ".join(known[:12]) + (f", ... ({len(known)} in all)" if len(known) > 12 else "")
-        hint = (
-            f"known presets: {listing}" if known
-            else "no presets are installed: export from a checkpoint that has them, "
-            "or 'pip install --no-deps bark==0.1.5' for Suno's 130 presets"
-        )
+        close = difflib.get_close_matches(name, known, n=3)
+        parts = []
+        if close:
+            parts.append("did you mean " + " or ".join(repr(c) for c in close) + "?")
+        if own:
+            parts.append("this model has " + ", ".join(own[:10]) + (" ..." if len(own) > 10 else ""))
+        extra = len(set(known) - set(own))
+        if extra:
+            parts.append(f"{extra} more come from the bark package ('bark-onnx voices' lists them)")
+        hint = "; ".join(parts) if known else (
+            "no presets are installed: export from a checkpoint that has them, "
+            "or 'pip install --no-deps bark==0.1.5' for Suno's 130")
         raise VoiceError(f"unknown voice {name!r}; {hint}. A path to an .npz voice file works too.")

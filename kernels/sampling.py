@@ -1,0 +1,96 @@
+"""Bark's sampling rules in NumPy: top-p, top-k, temperature, and seeded draws.
+
+Every stage samples through `sample`. Rows are independent: logits are
+(B, V) and the result is (B,). A temperature of 0 or None means greedy
+(argmax). Draws use the Gumbel-max trick: argmax(logits / T + Gumbel noise)
+is an exact sample from softmax(logits / T), needs no sort or cumulative sum,
+and vectorises over any number of rows (the fine stage draws 1024 x 1024 at
+once). All randomness comes from the caller's `numpy.random.Generator`, so a
+seed reproduces a run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def is_greedy(temperature: float | None) -> bool:
+    return temperature is None or temperature == 0
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax in float64 (rows of -inf give 0 where a row has a finite value)."""
+    x = np.asarray(logits, dtype=np.float64)
+    x = x - np.max(x, axis=axis, keepdims=True)
+    e = np.exp(x)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def top_p_filter(logits: np.ndarray, top_p: float) -> np.ndarray:
+    """Keep the smallest set of tokens whose probability reaches top_p (on the raw logits).
+
+    As in Bark: sort descending, drop tokens after the cumulative probability
+    first exceeds top_p (the token that crosses it is kept), set them to -inf.
+    """
+    x = np.array(logits, dtype=np.float64, copy=True)
+    order = np.argsort(x, axis=-1)[..., ::-1]  # descending
+    sorted_logits = np.take_along_axis(x, order, axis=-1)
+    cumulative = np.cumsum(softmax(sorted_logits), axis=-1)
+    remove = cumulative > top_p
+    remove[..., 1:] = remove[..., :-1].copy()  # keep the token that crosses top_p
+    remove[..., 0] = False
+    np.put_along_axis(x, order, np.where(remove, -np.inf, sorted_logits), axis=-1)
+    return x
+
+
+def top_k_filter(logits: np.ndarray, top_k: int) -> np.ndarray:
+    """Set every logit below the k-th largest of its row to -inf (ties at the k-th are kept)."""
+    x = np.array(logits, dtype=np.float64, copy=True)
+    k = min(int(top_k), x.shape[-1])
+    kth = np.partition(x, -k, axis=-1)[..., -k][..., None]
+    x[x < kth] = -np.inf
+    return x
+
+
+def filter_logits(logits: np.ndarray, top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
+    """Bark's order: top-p first, then top-k."""
+    x = np.asarray(logits, dtype=np.float64)
+    if top_p is not None:
+        x = top_p_filter(x, top_p)
+    if top_k is not None:
+        x = top_k_filter(x, top_k)
+    return x
+
+
+def gumbel_argmax(scaled_logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One draw per row from softmax(scaled_logits), as int64 indices."""
+    noise = rng.gumbel(size=scaled_logits.shape)
+    return np.argmax(scaled_logits + noise, axis=-1).astype(np.int64)
+
+
+def sample(logits: np.ndarray, temperature: float | None, rng: np.random.Generator | None,
+           top_k: int | None = None, top_p: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one token per row; returns (tokens (B,), probabilities (B, V)).
+
+    The probabilities are those the draw used, softmax(filtered / T); for
+    greedy decoding they are the T -> 0 limit, a one-hot row at the argmax.
+    """
+    x = filter_logits(logits, top_k, top_p)
+    if is_greedy(temperature):
+        tokens = np.argmax(x, axis=-1).astype(np.int64)
+        probs = np.zeros_like(x)
+        np.put_along_axis(probs, tokens[..., None], 1.0, axis=-1)
+        return tokens, probs
+    if rng is None:
+        raise ValueError("sampling with a temperature needs a random generator")
+    scaled = x / float(temperature)
+    return gumbel_argmax(scaled, rng), softmax(scaled)
+
+
+def sample_tokens(logits: np.ndarray, temperature: float | None, rng: np.random.Generator | None) -> np.ndarray:
+    """Tokens only, for any leading shape (the fine stage's (T, V) windows); no filtering."""
+    if is_greedy(temperature):
+        return np.argmax(logits, axis=-1).astype(np.int64)
+    if rng is None:
+        raise ValueError("sampling with a temperature needs a random generator")
+    return gumbel_argmax(np.asarray(logits, dtype=np.float64) / float(temperature), rng)

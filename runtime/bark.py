@@ -1,0 +1,190 @@
+"""`Bark`: load a model directory, then text -> semantic -> coarse -> fine -> 24 kHz audio.
+
+Every stage method takes one input or a list of them (run together through
+batched graph calls) and returns one result or a list. Temperature 0 or None
+means greedy decoding. `seed` makes sampling reproducible.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .coarse import CoarseOptions, check_semantic, generate_coarse
+from .config import STAGES, VOICES_DIR, ModelConfig
+from .constants import CODEBOOK_SIZE, N_FINE_CODEBOOKS, SAMPLE_RATE
+from .decoder import CausalDecoder
+from .errors import InputError, ModelDirError
+from .fine import check_coarse, generate_fine
+from .semantic import SemanticOptions, generate_semantic, semantic_history
+from .sessions import Placement, create_session, make_placement
+from .text import TextEncoder
+from .voices import Voice, VoiceLibrary, VoiceLike
+
+logger = logging.getLogger(__name__)
+
+
+def _rng(seed) -> np.random.Generator:
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)
+
+
+def _as_list(value, what: str) -> tuple[list, bool]:
+    """(items, was_a_list); refuses an empty list."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise InputError(f"the list of {what} is empty")
+        return list(value), True
+    return [value], False
+
+
+def _groups(keys: Sequence) -> dict:
+    """Indices grouped by shape or length, so each group runs as one batch."""
+    groups: dict = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return groups
+
+
+class Bark:
+    """Bark text-to-audio on ONNX Runtime. Make one with `Bark.load(model_dir)`."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, model_dir: Path, config: ModelConfig, placement: Placement):
+        self.model_dir = model_dir
+        self.config = config
+        self.placement = placement
+        fp16 = config.precision == "fp16"
+        cache = model_dir / "trt_cache" if "TensorrtExecutionProvider" in placement.providers else None
+        self.sessions = {s: create_session(model_dir / config.graphs[s].file, placement, fp16, cache) for s in STAGES}
+        self._check_graphs()
+        self.semantic_decoder = CausalDecoder(self.sessions["semantic"], config.graphs["semantic"], config.semantic,
+                                              config.kv_cache, placement)
+        self.coarse_decoder = CausalDecoder(self.sessions["coarse"], config.graphs["coarse"], config.coarse,
+                                            config.kv_cache, placement)
+        self.text = TextEncoder(model_dir / config.tokenizer)
+        self.voices = VoiceLibrary(model_dir / VOICES_DIR)
+        self.timings: dict[str, float] = {}  # seconds per stage of the last generate()
+
+    @classmethod
+    def load(cls, model_dir: str | Path, providers=None, threads: int | None = None) -> Bark:
+        """Load a model directory made by `bark-onnx export`.
+
+        providers: None (TensorRT, CUDA, CPU as available), or names such as
+        ["cuda", "cpu"]. threads: CPU threads per session (default: the cores
+        this process may use).
+        """
+        model_dir = Path(model_dir).expanduser()
+        config = ModelConfig.load(model_dir)
+        placement = make_placement(providers, threads)
+        if config.precision == "fp16" and not placement.on_gpu:
+            logger.warning("fp16 graphs on the CPU are slow; export with --precision fp32 (or int8) for CPU")
+        tts = cls(model_dir, config, placement)
+        logger.info("bark-onnx: %s graphs on %s (%d threads)", config.precision,
+                    ", ".join(p.replace("ExecutionProvider", "") for p in tts.active_providers()), placement.threads)
+        return tts
+
+    def active_providers(self) -> list[str]:
+        return self.sessions["semantic"].get_providers()
+
+    def _check_graphs(self) -> None:
+        for stage, session in self.sessions.items():
+            info = self.config.graphs[stage]
+            names = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+            if tuple(names[0]) != info.inputs or tuple(names[1]) != info.outputs:
+                raise ModelDirError(
+                    f"{info.file} does not have the inputs and outputs config.json lists; "
+                    "the directory mixes files of different exports: export it again"
+                )
+
+    # ------------------------------------------------------------ stages
+
+    def load_voice(self, voice: VoiceLike) -> Voice | None:
+        """A preset name, an .npz path, a dict of three arrays, or None."""
+        return self.voices.resolve(voice)
+
+    def text_to_semantic(self, text, voice: VoiceLike = None, temperature=0.7, top_k=None, top_p=None,
+                         min_eos_p=0.2, max_gen_duration_s=None, allow_early_stop=True, seed=None,
+                         silent: bool = False):
+        """Text (or a list) -> semantic tokens (n,) int64 (or a list)."""
+        texts, many = _as_list(text, "texts")
+        opts = SemanticOptions(temperature, top_k, top_p, min_eos_p, max_gen_duration_s, allow_early_stop)
+        tokens = np.stack([self.text.encode(t) for t in texts])
+        history = semantic_history(self.load_voice(voice))
+        out = generate_semantic(self.semantic_decoder, tokens, history, opts, _rng(seed), silent)
+        return out if many else out[0]
+
+    def semantic_to_coarse(self, semantic, voice: VoiceLike = None, temperature=0.7, top_k=None, top_p=None,
+                           max_coarse_history=630, sliding_window_len=60, seed=None, silent: bool = False,
+                           on_window=None):
+        """Semantic tokens (or a list) -> coarse codes (2, n) (or a list)."""
+        rows, many = _as_list(semantic, "semantic arrays")
+        rows = [check_semantic(r) for r in rows]
+        opts = CoarseOptions(temperature, top_k, top_p, max_coarse_history, sliding_window_len)
+        out = generate_coarse(self.coarse_decoder, rows, self.load_voice(voice), opts, _rng(seed), silent, on_window)
+        return out if many else out[0]
+
+    def coarse_to_fine(self, coarse, voice: VoiceLike = None, temperature=0.5, seed=None, silent: bool = True):
+        """Coarse codes (2, n) (or a list) -> fine codes (8, n) (or a list)."""
+        rows, many = _as_list(coarse, "coarse arrays")
+        rows = [check_coarse(r) for r in rows]
+        v = self.load_voice(voice)
+        rng = _rng(seed)
+        out: list = [None] * len(rows)
+        for idx in _groups([r.shape for r in rows]).values():
+            for i, res in zip(idx, generate_fine(self.sessions["fine"], [rows[i] for i in idx], v, temperature,
+                                                 rng, silent)):
+                out[i] = res
+        return out if many else out[0]
+
+    def decode(self, fine):
+        """Fine codes (8, n) (or a list) -> float32 audio (n * 320,) at 24 kHz (or a list)."""
+        rows, many = _as_list(fine, "fine arrays")
+        checked = []
+        for r in rows:
+            arr = np.asarray(r)
+            if arr.ndim != 2 or arr.shape[0] != N_FINE_CODEBOOKS or arr.shape[1] == 0 or arr.dtype.kind not in "iu":
+                raise InputError(f"fine codes must be an integer array of shape (8, T > 0), got {arr.shape}")
+            if arr.min() < 0 or arr.max() >= CODEBOOK_SIZE:
+                raise InputError(f"fine codes must lie in [0, {CODEBOOK_SIZE}), got [{arr.min()}, {arr.max()}]")
+            checked.append(arr.astype(np.int64))
+        out: list = [None] * len(checked)
+        for idx in _groups([r.shape[1] for r in checked]).values():
+            audio = self.sessions["codec"].run(None, {"codes": np.stack([checked[i] for i in idx])})[0]
+            for i, a in zip(idx, audio):
+                out[i] = np.ascontiguousarray(a, dtype=np.float32)
+        return out if many else out[0]
+
+    # ------------------------------------------------------------ whole pipeline
+
+    def generate(self, text, voice: VoiceLike = None, text_temperature=0.7, waveform_temperature=0.7,
+                 seed=None, silent: bool = False, output_full: bool = False, fine_temperature=0.5):
+        """Text (or a list) -> float32 audio at 24 kHz (or a list).
+
+        With output_full=True returns (audio, prompt), where prompt is the dict
+        {semantic_prompt, coarse_prompt, fine_prompt} that `np.savez` stores as a voice.
+        """
+        rng = _rng(seed)
+        v = self.load_voice(voice)
+        t0 = time.perf_counter()
+        semantic = self.text_to_semantic(text, v, temperature=text_temperature, seed=rng, silent=silent)
+        t1 = time.perf_counter()
+        coarse = self.semantic_to_coarse(semantic, v, temperature=waveform_temperature, seed=rng, silent=silent)
+        t2 = time.perf_counter()
+        fine = self.coarse_to_fine(coarse, v, temperature=fine_temperature, seed=rng, silent=silent)
+        t3 = time.perf_counter()
+        audio = self.decode(fine)
+        t4 = time.perf_counter()
+        self.timings = {"semantic": t1 - t0, "coarse": t2 - t1, "fine": t3 - t2, "codec": t4 - t3}
+        if not output_full:
+            return audio
+        if isinstance(audio, list):
+            prompts = [dict(semantic_prompt=s, coarse_prompt=c, fine_prompt=f) for s, c, f in zip(semantic, coarse, fine)]
+            return audio, prompts
+        return audio, dict(semantic_prompt=semantic, coarse_prompt=coarse, fine_prompt=fine)

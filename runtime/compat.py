@@ -1,0 +1,90 @@
+"""Suno's `bark` API on this runtime: change the import, keep the code.
+
+    from bark_onnx import SAMPLE_RATE, generate_audio, preload_models
+    audio = generate_audio("Hello", history_prompt="v2/en_speaker_6")
+
+The model is the directory in $BARK_ONNX_MODEL, or the cached export of
+`suno/bark` (`suno/bark-small` with SUNO_USE_SMALL_MODELS set, as in Bark),
+made on first use under $XDG_CACHE_HOME/bark_onnx.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .bark import Bark
+from .cache import ensure_model, suno_use_small
+from .constants import SAMPLE_RATE
+from .errors import VoiceError
+from .voices import validate_voice
+
+_MODEL: Bark | None = None
+
+
+def preload_models(text_use_gpu=True, text_use_small=False, coarse_use_gpu=True, coarse_use_small=False,
+                   fine_use_gpu=True, fine_use_small=False, codec_use_gpu=True, force_reload=False) -> Bark:
+    """Load (and on first use export) the model. One model serves every stage here, so
+    any *_use_small (or SUNO_USE_SMALL_MODELS) selects the small one."""
+    global _MODEL
+    if _MODEL is not None and not force_reload:
+        return _MODEL
+    small = suno_use_small() or text_use_small or coarse_use_small or fine_use_small
+    use_gpu = text_use_gpu or coarse_use_gpu or fine_use_gpu or codec_use_gpu
+    model_dir = os.environ.get("BARK_ONNX_MODEL") or ensure_model(small)
+    _MODEL = Bark.load(model_dir, providers=None if use_gpu else ["cpu"])
+    return _MODEL
+
+
+def _model() -> Bark:
+    return _MODEL if _MODEL is not None else preload_models()
+
+
+def text_to_semantic(text: str, history_prompt=None, temp: float = 0.7, silent: bool = False, seed=None) -> np.ndarray:
+    return _model().text_to_semantic(text, history_prompt, temperature=temp, silent=silent, seed=seed)
+
+
+def semantic_to_waveform(semantic_tokens: np.ndarray, history_prompt=None, temp: float = 0.7, silent: bool = False,
+                         output_full: bool = False, seed=None):
+    tts = _model()
+    rng = np.random.default_rng(seed)
+    voice = tts.load_voice(history_prompt)
+    coarse = tts.semantic_to_coarse(semantic_tokens, voice, temperature=temp, silent=silent, seed=rng)
+    fine = tts.coarse_to_fine(coarse, voice, temperature=0.5, seed=rng)
+    audio = tts.decode(fine)
+    if output_full:
+        return {"semantic_prompt": semantic_tokens, "coarse_prompt": coarse, "fine_prompt": fine}, audio
+    return audio
+
+
+def generate_audio(text: str, history_prompt=None, text_temp: float = 0.7, waveform_temp: float = 0.7,
+                   silent: bool = False, output_full: bool = False, seed=None):
+    """Bark's generate_audio: returns audio, or (full_generation, audio) with output_full."""
+    rng = np.random.default_rng(seed)
+    semantic = text_to_semantic(text, history_prompt, temp=text_temp, silent=silent, seed=rng)
+    return semantic_to_waveform(semantic, history_prompt, temp=waveform_temp, silent=silent,
+                                output_full=output_full, seed=rng)
+
+
+def save_as_prompt(filepath: str | os.PathLike, full_generation: dict) -> None:
+    """Save a generation as a voice .npz (checked first, written atomically)."""
+    path = Path(filepath)
+    if path.suffix != ".npz":
+        raise VoiceError(f"voice files end in .npz, got {str(path)!r}")
+    voice = validate_voice(full_generation, "full_generation")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, **voice)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["SAMPLE_RATE", "preload_models", "text_to_semantic", "semantic_to_waveform", "generate_audio",
+           "save_as_prompt"]

@@ -1,0 +1,83 @@
+"""Shared fixtures: random-weight checkpoints and their exports, made once per session.
+
+Two transformer shapes (a 2-layer and a 3-layer model, with and without
+biases) in both checkpoint layouts and both KV-cache layouts; Bark's real
+vocabularies, special tokens and EnCodec shape throughout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Offline: the hub client must never wait on a network in the tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY = dict(n_layer=2, n_head=2, n_embd=64)
+MINI = dict(n_layer=3, n_head=4, n_embd=96)
+
+# name -> (checkpoint layout, shape, bias, KV-cache layout)
+MODELS = {
+    "suno-tiny": ("suno", TINY, False, "inplace"),
+    "hf-mini": ("hf", MINI, True, "concat"),
+}
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    from bark_onnx.export.factory import write_checkpoint
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {name: write_checkpoint(root / name, layout=layout, size=shape, bias=bias, seed=i)
+            for i, (name, (layout, shape, bias, _)) in enumerate(MODELS.items())}
+
+
+@pytest.fixture(scope="session")
+def model_dirs(checkpoints, tmp_path_factory) -> dict[str, Path]:
+    from bark_onnx.export.exporter import export_model
+
+    root = tmp_path_factory.mktemp("models")
+    return {name: export_model(str(checkpoints[name]), root / name, kv_cache=MODELS[name][3], progress=False,
+                               report=lambda line: None)
+            for name in MODELS}
+
+
+@pytest.fixture(scope="session")
+def reference_models(checkpoints):
+    """PyTorch reference modules per model name."""
+    from bark_onnx.export.checkpoints import load_checkpoint
+    from bark_onnx.export.models import build_models
+
+    return {name: build_models(load_checkpoint(str(path))) for name, path in checkpoints.items()}
+
+
+@pytest.fixture(scope="session")
+def tts(model_dirs):
+    """A loaded runtime per model name."""
+    from bark_onnx import Bark
+
+    return {name: Bark.load(path) for name, path in model_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def bert_tokenize(checkpoints):
+    """transformers' BertTokenizer (Bark's own tokenizer class) on the test vocabulary."""
+    from transformers import BertTokenizer
+
+    tok = BertTokenizer(str(checkpoints["suno-tiny"] / "vocab.txt"), do_lower_case=False)
+    return lambda text: tok.encode(text, add_special_tokens=False)
+
+
+@pytest.fixture(scope="session")
+def bark_presets() -> Path:
+    """Suno's real presets from an installed `bark==0.1.5` wheel (CI installs it with --no-deps)."""
+    from bark_onnx.voices import bark_package_prompts
+
+    prompts = bark_package_prompts()
+    if prompts is None:
+        if os.environ.get("BARK_ONNX_REQUIRE_PRESETS"):
+            pytest.fail("bark==0.1.5 is not installed: pip install --no-deps bark==0.1.5")
+        pytest.skip("Suno's presets need 'pip install --no-deps bark==0.1.5'")
+    return prompts

@@ -1,0 +1,177 @@
+"""Export: both checkpoint layouts, both KV layouts, every graph checked against PyTorch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from bark_onnx.config import ModelConfig
+from bark_onnx.errors import BarkOnnxError
+
+from .conftest import MODELS
+
+FP32_TOLERANCE = 1e-4
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_validate_every_graph_against_pytorch(name, model_dirs, reference_models):
+    from bark_onnx.export.validate import validate_model_dir
+
+    checks = validate_model_dir(model_dirs[name], reference_models[name])
+    outputs = {(c.graph, c.output) for c in checks}
+    # prefill, 20 steps through the cache vs full recomputation, and the cache itself
+    for stage in ("semantic", "coarse"):
+        assert {(stage, "logits (prefill)"), (stage, "logits (20 steps)")} <= outputs
+    assert {("fine", f"logits (codebook {i})") for i in range(1, 8)} <= outputs
+    assert len([c for c in checks if c.graph == "codec"]) >= 3
+    for check in checks:
+        assert check.max_abs <= FP32_TOLERANCE, str(check)
+
+
+def test_model_directory_describes_itself(model_dirs, checkpoints):
+    for name, path in model_dirs.items():
+        layout, shape, bias, kv = MODELS[name]
+        config = ModelConfig.load(path)
+        assert config.semantic.n_layer == shape["n_layer"] and config.fine.n_embd == shape["n_embd"]
+        assert config.semantic.bias is bias and config.kv_cache == kv and config.precision == "fp32"
+        assert config.source["format"] == layout and config.source["checkpoint"] == str(checkpoints[name])
+        assert config.bark_onnx_version and config.format_version == 1 and config.opset == 17
+        assert sorted(config.voices) == ["announcer", "v2/en_speaker_0", "v2/en_speaker_1"]
+        for stage, info in config.graphs.items():
+            model = onnx.load(str(path / info.file), load_external_data=False)
+            assert [i.name for i in model.graph.input] == list(info.inputs), stage
+            assert [o.name for o in model.graph.output] == list(info.outputs), stage
+        assert (path / "tokenizer.json").is_file()
+        assert all((path / "voices" / f"{v}.npz").is_file() for v in config.voices)
+
+
+def test_weights_stored_once(model_dirs):
+    """One graph per stage holds each weight once (the fine head reuses the embedding tables)."""
+    path = model_dirs["suno-tiny"]
+    config = ModelConfig.load(path)
+    fine = onnx.load(str(path / "fine.onnx"), load_external_data=False)
+    names = [t.name for t in fine.graph.initializer]
+    assert len(names) == len(set(names))
+    assert "lm_heads.weight" not in names and "wtes.weight" in names
+    d = config.fine.n_embd
+    expected = 8 * 1056 * d + 1024 * d  # tables + positions dominate
+    assert (path / "fine.onnx.data").stat().st_size < 4 * (expected + config.fine.n_layer * 13 * d * d) * 1.01
+
+
+def test_logits_only_where_the_loop_reads(model_dirs):
+    config = ModelConfig.load(model_dirs["suno-tiny"])
+    assert (config.graphs["semantic"].logits_start, config.graphs["semantic"].logits_size) == (0, 10_001)
+    assert (config.graphs["coarse"].logits_start, config.graphs["coarse"].logits_size) == (10_000, 2048)
+    assert config.graphs["fine"].logits_size == 1024
+
+
+def test_fp16_export_validates(checkpoints, tmp_path):
+    from bark_onnx.export.exporter import export_model
+
+    lines = []
+    out = export_model(str(checkpoints["suno-tiny"]), tmp_path / "fp16", precision="fp16", validate=True,
+                       progress=False, report=lines.append)
+    config = ModelConfig.load(out)
+    assert config.precision == "fp16"
+    assert any("semantic" in line and "ok" in line for line in lines)
+    model = onnx.load(str(out / "coarse.onnx"), load_external_data=False)
+    kv_type = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}["past_key.0"]
+    assert kv_type == onnx.TensorProto.FLOAT16
+
+
+def test_cli_export_with_validate_prints_errors(checkpoints, tmp_path):
+    out = tmp_path / "cli-model"
+    proc = subprocess.run([sys.executable, "-m", "bark_onnx.cli", "export", "--checkpoint",
+                           str(checkpoints["hf-mini"]), "--out", str(out), "--validate"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "[1/8] reading checkpoint" in proc.stderr
+    for stage in ("semantic", "coarse", "fine", "codec"):
+        assert f"{stage} " in proc.stderr and "max abs" in proc.stderr
+    assert "FAILED" not in proc.stderr
+    assert json.loads((out / "config.json").read_text())["source"]["format"] == "hf"
+
+
+def test_export_refuses_to_overwrite_and_force_replaces(checkpoints, model_dirs, tmp_path):
+    from bark_onnx.export.exporter import export_model
+
+    out = tmp_path / "m"
+    export_model(str(checkpoints["suno-tiny"]), out, progress=False, report=lambda s: None)
+    with pytest.raises(BarkOnnxError, match="already exists"):
+        export_model(str(checkpoints["suno-tiny"]), out, progress=False)
+    export_model(str(checkpoints["hf-mini"]), out, progress=False, overwrite=True, report=lambda s: None)
+    assert ModelConfig.load(out).source["format"] == "hf"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary or old directories left
+
+
+def test_export_single_file_checkpoints(checkpoints, tmp_path):
+    """--checkpoint may name one file: a Suno .pt (its set is taken) or an HF weights file."""
+    from bark_onnx.export.exporter import export_model
+
+    a = export_model(str(checkpoints["suno-tiny"] / "text.pt"), tmp_path / "a", progress=False, report=lambda s: None)
+    b = export_model(str(checkpoints["hf-mini"] / "model.safetensors"), tmp_path / "b", progress=False,
+                     report=lambda s: None)
+    assert ModelConfig.load(a).source["format"] == "suno" and ModelConfig.load(b).source["format"] == "hf"
+
+
+def test_failed_validation_leaves_nothing(checkpoints, tmp_path, monkeypatch):
+    from bark_onnx.export import validate
+    from bark_onnx.export.exporter import export_model
+
+    monkeypatch.setitem(validate.TOLERANCE, "fp32", 1e-12)  # nothing can meet it
+    with pytest.raises(validate.ValidationError, match="beyond the tolerance"):
+        export_model(str(checkpoints["suno-tiny"]), tmp_path / "m", validate=True, progress=False,
+                     report=lambda s: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_from_a_hub_id_uses_the_cache_offline(checkpoints, tmp_path, monkeypatch):
+    """A hub id resolves through huggingface_hub (here: unreachable, so a clear error, fast)."""
+    from bark_onnx.export.exporter import export_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    with pytest.raises(BarkOnnxError, match="Hugging Face hub"):
+        export_model("suno/bark-small", tmp_path / "m", progress=False)
+    assert not (tmp_path / "m").exists()
+
+
+def test_random_checkpoint_sizes_are_one_flag_away():
+    from bark_onnx.export.factory import gpt_configs
+
+    small, large = gpt_configs("small"), gpt_configs("large")
+    assert (small["semantic"].n_layer, small["semantic"].n_head, small["semantic"].n_embd) == (12, 12, 768)
+    assert (large["coarse"].n_layer, large["coarse"].n_head, large["coarse"].n_embd) == (24, 16, 1024)
+    assert small["semantic"].input_vocab_size == 129_600 and small["semantic"].output_vocab_size == 10_048
+    assert large["fine"].n_codes_total == 8 and large["fine"].input_vocab_size == 1056
+
+
+def test_graph_variants_agree_step_by_step(model_dirs, reference_models):
+    """The in-place (GroupQueryAttention) and concat (standard ops) caches give the same logits."""
+    from bark_onnx.config import GraphInfo
+    from bark_onnx.decoder import CausalDecoder
+    from bark_onnx.export.gpt_graphs import build_causal
+    from bark_onnx.sessions import make_placement
+
+    import onnxruntime as ort
+
+    model = reference_models["suno-tiny"]["coarse"]
+    state = model.state_dict()
+    placement = make_placement(["cpu"])
+    logits = {}
+    for kv in ("inplace", "concat"):
+        proto, info = build_causal(model.cfg, state, "coarse", (10_000, 12_048), kv=kv)
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        dec = CausalDecoder(session, info, model.cfg, kv, placement)
+        rng = np.random.default_rng(0)
+        dec.start(3)
+        out = [dec.forward(rng.integers(0, 12_096, (3, 40)))]
+        out += [dec.forward(rng.integers(0, 12_096, (3, 1))) for _ in range(5)]
+        logits[kv] = np.stack(out)
+        assert isinstance(info, GraphInfo)
+    np.testing.assert_allclose(logits["inplace"], logits["concat"], atol=1e-5)
