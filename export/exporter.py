@@ -24,6 +24,8 @@ from bark_onnx import constants as C
 from bark_onnx.config import PRECISIONS, VOICES_DIR, ModelConfig
 from bark_onnx.errors import BarkOnnxError
 
+from bark_onnx.kernels.quantize import QUANTIZED, quantize_graph
+
 from .checkpoints import load_checkpoint
 from .codec_graph import build_codec
 from .gpt_graphs import OPSET, build_causal, build_fine
@@ -128,18 +130,29 @@ def export_model(
     try:
         dtype = np.float16 if precision == "fp16" else np.float32
         graphs, sizes = {}, {}
+
+        def write(model: onnx.ModelProto, file: str) -> int:
+            if precision not in QUANTIZED:
+                return save_graph(model, tmp / file)
+            fp32 = tmp / f"fp32-{file}"  # quantized from the fp32 graph, which is then dropped
+            save_graph(model, fp32)
+            quantize_graph(fp32, tmp / file, precision)
+            fp32.unlink()
+            (tmp / f"{fp32.name}.data").unlink()
+            return (tmp / file).stat().st_size + (tmp / f"{file}.data").stat().st_size
+
         for stage, logits in (("semantic", SEMANTIC_LOGITS), ("coarse", COARSE_LOGITS)):
             step(f"building the {stage} graph (KV cache '{kv_cache}', {precision})")
             model, graphs[stage] = build_causal(source.configs[stage], source.weights[stage], stage, logits,
                                                 kv=kv_cache, dtype=dtype)
-            sizes[stage] = save_graph(model, tmp / graphs[stage].file)
+            sizes[stage] = write(model, graphs[stage].file)
             step.done(f"{sizes[stage] / 1e6:.1f} MB")
         step(f"building the fine graph ({precision})")
         model, graphs["fine"] = build_fine(source.configs["fine"], source.weights["fine"], C.CODEBOOK_SIZE,
                                            fused=(kv_cache == "inplace"), dtype=dtype)
-        sizes["fine"] = save_graph(model, tmp / graphs["fine"].file)
+        sizes["fine"] = write(model, graphs["fine"].file)
         step.done(f"{sizes['fine'] / 1e6:.1f} MB")
-        step("exporting the EnCodec decoder")
+        step("exporting the EnCodec decoder")  # fp32 for int8/int4 too: small, and audio-critical
         model, graphs["codec"] = build_codec(models["codec"])
         if precision == "fp16":
             model = _fp16_codec(model)

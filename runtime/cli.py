@@ -39,8 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _export_parser(sub)
     from . import cli_runtime
+    from .benchmarks.cli import add_parsers as add_bench_parsers  # argparse only: no torch, no pytest
 
     cli_runtime.add_parsers(sub)
+    add_bench_parsers(sub)
     return parser
 
 

@@ -100,9 +100,6 @@ def create_session(path: Path, placement: Placement, fp16: bool = False,
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
-    # Threads spin after a run by default; between the steps of a NumPy-driven
-    # loop that only burns the cores the next step needs.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [(p, _provider_options(p, trt_cache, fp16)) for p in placement.providers]
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)

@@ -1,0 +1,51 @@
+"""The price of quantization, per stage: greedy agreement with fp32 and the logit error.
+
+Teacher-forced: both graphs see the same inputs (the fp32 model's own greedy
+tokens), so one early disagreement does not make every later token differ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bark_onnx import Bark
+from bark_onnx.constants import COARSE_INFER_TOKEN, SEMANTIC_INFER_TOKEN
+
+from .workload import TEXT
+
+
+def _causal(fp32: Bark, other: Bark, stage: str, prompt: np.ndarray, merge: np.ndarray | None, steps: int):
+    dec_a = fp32.semantic_decoder if stage == "semantic" else fp32.coarse_decoder
+    dec_b = other.semantic_decoder if stage == "semantic" else other.coarse_decoder
+    dec_a.start(1)
+    dec_b.start(1)
+    la, lb = dec_a.forward(prompt, merge), dec_b.forward(prompt, merge)
+    agree, err = [], []
+    for _ in range(steps):
+        agree.append(la.argmax(-1) == lb.argmax(-1))
+        err.append(np.abs(la - lb).max())
+        token = la.argmax(-1)[:, None] + dec_a.info.logits_start
+        la, lb = dec_a.forward(token), dec_b.forward(token)
+    return {"agreement": float(np.mean(agree)), "max_logit_error": float(np.max(err))}
+
+
+def measure(fp32_dir: Path, other_dir: Path, steps: int = 100) -> dict[str, dict]:
+    a, b = Bark.load(fp32_dir), Bark.load(other_dir)
+    rng = np.random.default_rng(0)
+    text = a.text.encode(TEXT)
+    history = np.full(256, 10_000)
+    semantic = _causal(a, b, "semantic", np.concatenate([text, [SEMANTIC_INFER_TOKEN]])[None],
+                       np.concatenate([history, [a.config.graphs["semantic"].merge_none_id]])[None], steps)
+    prompt = np.concatenate([rng.integers(0, 10_000, 256), [COARSE_INFER_TOKEN], rng.integers(10_000, 12_048, 300)])
+    coarse = _causal(a, b, "coarse", prompt[None], None, steps)
+    codes = rng.integers(0, 1024, (1, 1024, 8))
+    agree, err = [], []
+    for nn in range(2, 8):
+        feed = {"codes": codes, "pred_idx": np.array(nn)}
+        la, lb = a.sessions["fine"].run(None, feed)[0], b.sessions["fine"].run(None, feed)[0]
+        agree.append(np.mean(la.argmax(-1) == lb.argmax(-1)))
+        err.append(np.abs(la - lb).max())
+    fine = {"agreement": float(np.mean(agree)), "max_logit_error": float(np.max(err))}
+    return {"semantic": semantic, "coarse": coarse, "fine": fine}

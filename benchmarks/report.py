@@ -1,0 +1,131 @@
+"""Turn pytest-benchmark's JSON into the results: table, ratios, roofline, chart; compare two runs."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+REFERENCES = ("transformers", "reference")
+STAGE_ORDER = ("semantic", "coarse", "fine", "codec", "segment")
+
+
+def summarize(pytest_json: dict, extra: dict | None = None) -> dict:
+    """{'backends': {backend: {stage: stats}}, 'ratios': ..., 'rtf': ...} from a pytest-benchmark run."""
+    backends: dict[str, dict] = {}
+    info: dict[str, dict] = {}
+    size = None
+    for bench in pytest_json["benchmarks"]:
+        x, s = bench["extra_info"], bench["stats"]
+        size = x["size"]
+        backends.setdefault(x["backend"], {})[x["stage"]] = {
+            "median_s": s["median"], "min_s": s["min"], "max_s": s["max"], "iqr_s": s["iqr"],
+            "rounds": s["rounds"], "work": x["work"], "unit": x["unit"], "per_s": x["work"] / s["median"],
+        }
+        info[x["backend"]] = {"load_s": x["load_s"], "model_mb": x["model_mb"],
+                              "peak_rss_mb": max(info.get(x["backend"], {}).get("peak_rss_mb", 0), x["peak_rss_mb"])}
+    ratios = {}
+    for ref in REFERENCES:
+        if ref not in backends:
+            continue
+        ratios[ref] = {b: {st: stats[st]["median_s"] / backends[ref][st]["median_s"]
+                           for st in stats if st in backends[ref]} for b, stats in backends.items()}
+    rtf = {b: st["segment"]["median_s"] / st["segment"]["work"] for b, st in backends.items() if "segment" in st}
+    machine = pytest_json.get("machine_info", {})
+    return {
+        "size": size, "machine": {"cpu": machine.get("cpu", {}).get("brand_raw", platform.processor()),
+                                  "cores": machine.get("cpu", {}).get("count"), "python": platform.python_version()},
+        "datetime": pytest_json.get("datetime"), "backends": backends, "info": info, "ratios": ratios,
+        "real_time_factor": rtf, **(extra or {}),
+    }
+
+
+def table(results: dict) -> str:
+    """A markdown table: median (spread) per stage, ratios to the references, RTF, memory, size."""
+    backends = results["backends"]
+    stages = [s for s in STAGE_ORDER if any(s in v for v in backends.values())]
+    lines = [f"bark-{results['size']} shapes, random weights; {results['machine']['cpu']}; "
+             f"median of the rounds (min-max), seconds", ""]
+    head = "| backend | " + " | ".join(stages) + " | vs transformers | vs reference | RTF | peak RSS MB | model MB | load s |"
+    lines += [head, "|" + "---|" * (len(stages) + 7)]
+    for name, stats in backends.items():
+        cells = [f"{stats[s]['median_s']:.2f} ({stats[s]['min_s']:.2f}-{stats[s]['max_s']:.2f})" if s in stats else ""
+                 for s in stages]
+        ratio = [f"{results['ratios'].get(ref, {}).get(name, {}).get('segment', float('nan')):.2f}"
+                 for ref in REFERENCES]
+        info = results["info"][name]
+        rtf = results["real_time_factor"].get(name, float("nan"))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio[0]} | {ratio[1]} | {rtf:.2f} | "
+                     f"{info['peak_rss_mb']:.0f} | {info['model_mb']:.0f} | {info['load_s']:.1f} |")
+    for ref in REFERENCES:
+        if ref in results["ratios"]:
+            lines += ["", f"Time relative to {ref}, per stage:", "",
+                      "| backend | " + " | ".join(stages) + " |", "|" + "---|" * (len(stages) + 1)]
+            for name, per in results["ratios"][ref].items():
+                lines.append(f"| {name} | " + " | ".join(f"{per[s]:.2f}" if s in per else "" for s in stages) + " |")
+    if "roofline" in results:
+        lines += ["", "Roofline (lower bound from shapes and this machine's measured rates) vs measured:", "",
+                  "| backend | " + " | ".join(s for s in stages if s != "segment") + " |",
+                  "|" + "---|" * len(stages)]
+        for name, est in results["roofline"]["estimates"].items():
+            cells = [f"{backends[name][s]['median_s']:.2f} / {est[s]:.2f} = {backends[name][s]['median_s'] / est[s]:.2f}x"
+                     if s in backends.get(name, {}) else "" for s in stages if s != "segment"]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        rates = results["roofline"]["rates"]
+        lines.append(f"\nrates: sgemm {rates['sgemm_flops'] / 1e9:.0f} GFLOP/s, "
+                     f"weight streaming {rates['stream_bytes'] / 1e9:.1f} GB/s")
+    if "quality" in results:
+        lines += ["", "Quantization price (teacher-forced greedy agreement with fp32; largest logit error):", "",
+                  "| precision | semantic | coarse | fine |", "|---|---|---|---|"]
+        for precision, per in results["quality"].items():
+            lines.append(f"| {precision} | " + " | ".join(
+                f"{per[s]['agreement'] * 100:.1f}% / {per[s]['max_logit_error']:.3f}" for s in ("semantic", "coarse", "fine"))
+                + " |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    backends = results["backends"]
+    stages = [s for s in STAGE_ORDER[:-1] if any(s in v for v in backends.values())]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / max(1, len(backends))
+    for i, (name, stats) in enumerate(backends.items()):
+        xs = [j + i * width for j in range(len(stages))]
+        ys = [stats.get(s, {}).get("median_s", 0) for s in stages]
+        errs = [[stats[s]["median_s"] - stats[s]["min_s"] if s in stats else 0 for s in stages],
+                [stats[s]["max_s"] - stats[s]["median_s"] if s in stats else 0 for s in stages]]
+        ax.bar(xs, ys, width, yerr=errs, label=name, capsize=2)
+    ax.set_xticks([j + width * (len(backends) - 1) / 2 for j in range(len(stages))], stages)
+    ax.set_ylabel("seconds (median, min-max)")
+    ax.set_title(f"Bark, one 13 s segment, bark-{results['size']} shapes: time per stage")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def compare(baseline: dict, current: dict, threshold: float, backends: list[str] | None = None) -> list[str]:
+    """Regressions: (backend, stage) whose median grew by more than `threshold` (0.15 = 15 %)."""
+    failures = []
+    for name, stats in current["backends"].items():
+        if backends and name not in backends:
+            continue
+        for stage, s in stats.items():
+            base = baseline.get("backends", {}).get(name, {}).get(stage)
+            if base is None:
+                continue
+            change = s["median_s"] / base["median_s"] - 1
+            if change > threshold:
+                failures.append(f"{name} {stage}: {base['median_s']:.3f} s -> {s['median_s']:.3f} s "
+                                f"(+{change * 100:.0f} %, threshold {threshold * 100:.0f} %)")
+    return failures
+
+
+def load(path: Path) -> dict:
+    data = json.loads(Path(path).read_text())
+    return summarize(data) if "benchmarks" in data else data

@@ -1,0 +1,85 @@
+"""One process per backend, so each is timed alone and its peak memory is its own.
+
+torch's OpenMP threads keep spinning after torch work and slow ONNX Runtime
+in the same process by up to 2x; a process per backend also gives each its
+own peak RSS. The parent sends a stage name, the worker runs it on the fixed
+workload and answers with the seconds it took.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import time
+import traceback
+from pathlib import Path
+
+from .workload import PRIMER, SEGMENT, STAGES
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kB
+
+
+def _serve(conn, name: str, paths: dict, threads: int | None, slowdown: float) -> None:
+    try:
+        from .backends import make_backend
+
+        t0 = time.perf_counter()
+        backend = make_backend(name, paths, threads)
+        load_s = time.perf_counter() - t0
+        for stage in STAGES:  # warm-up: every stage once on a short input
+            getattr(backend, stage)(PRIMER, PRIMER.inputs())
+        conn.send({"load_s": load_s, "peak_rss_mb": _peak_rss_mb()})
+    except Exception:  # reported to the parent, which raises
+        conn.send({"error": traceback.format_exc()})
+        return
+    inputs = SEGMENT.inputs()
+    while True:
+        stage = conn.recv()
+        if stage is None:
+            return
+        try:
+            t0 = time.perf_counter()
+            getattr(backend, stage)(SEGMENT, inputs)
+            took = time.perf_counter() - t0
+            if slowdown > 1:  # a deliberately slowed run, to check that regressions are caught
+                time.sleep(took * (slowdown - 1))
+            conn.send({"seconds": took * max(slowdown, 1.0), "peak_rss_mb": _peak_rss_mb()})
+        except Exception:
+            conn.send({"error": traceback.format_exc()})
+
+
+class Worker:
+    """A backend loaded in its own process."""
+
+    def __init__(self, name: str, paths: dict[str, Path], threads: int | None = None, slowdown: float = 1.0):
+        ctx = mp.get_context("spawn")
+        self.name = name
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(child, name, paths, threads, slowdown), daemon=True)
+        self.process.start()
+        self.info = self._receive()
+
+    def _receive(self) -> dict:
+        reply = self.conn.recv()
+        if "error" in reply:
+            self.close()
+            raise RuntimeError(f"benchmark backend {self.name} failed:\n{reply['error']}")
+        return reply
+
+    def run(self, stage: str) -> dict:
+        self.conn.send(stage)
+        reply = self._receive()
+        self.info["peak_rss_mb"] = reply["peak_rss_mb"]
+        return reply
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            self.process.join(timeout=30)
+            if self.process.is_alive():
+                self.process.kill()
