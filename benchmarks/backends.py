@@ -15,10 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .workload import SEED, TEXT, Workload
+from .workload import BATCH, SEED, TEXT, Workload
 
 
-class OnnxBackend:
+class Backend:
+    """A segment is the four stages chained: text in, audio out."""
+
+    def segment(self, w: Workload, inputs):
+        chained = {"semantic": self.semantic(w, inputs)}
+        chained["coarse"] = self.coarse(w, chained)
+        chained["fine"] = self.fine(w, chained)
+        return self.codec(w, chained)
+
+
+class OnnxBackend(Backend):
     def __init__(self, model_dir: Path, threads: int | None = None, providers=None):
         from bark_onnx import Bark
 
@@ -37,15 +47,25 @@ class OnnxBackend:
     def codec(self, w: Workload, inputs):
         return self.tts.decode(inputs["fine"])
 
-    def segment(self, w: Workload, inputs):
-        semantic = self.semantic(w, inputs)
-        chained = {"semantic": semantic}
-        chained["coarse"] = self.coarse(w, chained)
-        chained["fine"] = self.fine(w, chained)
-        return self.codec(w, chained)
+    def first_audio(self, w: Workload, inputs):
+        """Time to the first streamed chunk of the segment."""
+        chunks = self.tts.stream(TEXT, seed=SEED, allow_early_stop=False, max_gen_duration_s=w.max_gen_duration_s)
+        first = next(chunks)
+        chunks.close()
+        return first
+
+    def semantic_b1(self, w: Workload, inputs):
+        return self.tts.text_to_semantic([TEXT], temperature=0.7, seed=SEED, allow_early_stop=False,
+                                         max_gen_duration_s=w.max_gen_duration_s, silent=True)
+
+    def semantic_b8(self, w: Workload, inputs):
+        """Eight texts through batched graph calls."""
+        texts = [f"{TEXT} ({i})" for i in range(BATCH)]
+        return self.tts.text_to_semantic(texts, temperature=0.7, seed=SEED, allow_early_stop=False,
+                                         max_gen_duration_s=w.max_gen_duration_s, silent=True)
 
 
-class ReferenceBackend(OnnxBackend):
+class ReferenceBackend(Backend):
     """The project's PyTorch modules and loops (KV cached), in fp32."""
 
     def __init__(self, checkpoint: Path, threads: int | None = None):
@@ -85,7 +105,7 @@ class ReferenceBackend(OnnxBackend):
         return R.decode(self.models["codec"], inputs["fine"])
 
 
-class TransformersBackend(OnnxBackend):
+class TransformersBackend(Backend):
     """transformers' BarkModel from the same checkpoint in the Hugging Face layout."""
 
     def __init__(self, checkpoint: Path, threads: int | None = None):

@@ -15,7 +15,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small",
                    help="transformer shapes: tiny (a smoke test), small (bark-small), large (bark)")
     p.add_argument("--backends", default=ALL_BACKENDS, help=f"comma-separated (default {ALL_BACKENDS})")
-    p.add_argument("--stages", default="semantic,coarse,fine,codec,segment")
+    p.add_argument("--stages", default="semantic,coarse,fine,codec,segment,first_audio,semantic_b1,semantic_b8",
+                   help="first_audio (streaming) and semantic_b1/_b8 (batching) run on ONNX backends only")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per stage, after a warm-up")
     p.add_argument("--segment-rounds", type=int, default=2, help="timed rounds of the whole segment")
     p.add_argument("--threads", type=int, help="threads per backend (default: all cores)")

@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from .workload import ALL_BACKENDS, STAGES
+from .workload import ALL_BACKENDS, ONNX_ONLY, STAGES
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("bark-onnx benchmarks")
     group.addoption("--bench-size", default="tiny", help="tiny, small (bark-small) or large (bark)")
     group.addoption("--bench-backends", default=ALL_BACKENDS, help="comma-separated backends")
-    group.addoption("--bench-stages", default=",".join(STAGES + ("segment",)), help="comma-separated stages")
+    group.addoption("--bench-stages", default=",".join(STAGES + ("segment",) + ONNX_ONLY),
+                    help="comma-separated stages (first_audio and semantic_b1/_b8 run on ONNX backends only)")
     group.addoption("--bench-rounds", type=int, default=3, help="timed rounds per stage (after a warm-up)")
     group.addoption("--bench-segment-rounds", type=int, default=2, help="timed rounds of the whole segment")
     group.addoption("--bench-threads", type=int, default=None, help="threads per backend (default: all cores)")
@@ -30,7 +31,8 @@ def pytest_generate_tests(metafunc):
     if "case" in metafunc.fixturenames:
         stages = [s.strip() for s in metafunc.config.getoption("--bench-stages").split(",") if s.strip()]
         # backend-major order: one worker process is alive at a time
-        cases = [(b, s) for b in _backends(metafunc.config) for s in stages]
+        cases = [(b, s) for b in _backends(metafunc.config) for s in stages
+                 if b.startswith("onnx-") or s not in ONNX_ONLY]
         metafunc.parametrize("case", cases, ids=[f"{b}-{s}" for b, s in cases])
 
 

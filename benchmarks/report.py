@@ -63,6 +63,19 @@ def table(results: dict) -> str:
                       "| backend | " + " | ".join(stages) + " |", "|" + "---|" * (len(stages) + 1)]
             for name, per in results["ratios"][ref].items():
                 lines.append(f"| {name} | " + " | ".join(f"{per[s]:.2f}" if s in per else "" for s in stages) + " |")
+    features = [(n, st) for n, st in backends.items() if "first_audio" in st or "semantic_b8" in st]
+    if features:
+        lines += ["", "Streaming and batching (this runtime):", "",
+                  "| backend | first audio s (min-max) | one-shot segment s | first audio / one-shot | "
+                  "semantic tok/s batch 1 | batch 8 | batch 8 / batch 1 |", "|---|---|---|---|---|---|---|"]
+        for name, st in features:
+            fa, seg, b1, b8 = (st.get(k) for k in ("first_audio", "segment", "semantic_b1", "semantic_b8"))
+            cells = [f"{fa['median_s']:.2f} ({fa['min_s']:.2f}-{fa['max_s']:.2f})" if fa else "",
+                     f"{seg['median_s']:.2f}" if seg else "",
+                     f"{fa['median_s'] / seg['median_s']:.2f}" if fa and seg else "",
+                     f"{b1['per_s']:.1f}" if b1 else "", f"{b8['per_s']:.1f}" if b8 else "",
+                     f"{b8['per_s'] / b1['per_s']:.2f}x" if b1 and b8 else ""]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "roofline" in results:
         lines += ["", "Roofline (lower bound from shapes and this machine's measured rates) vs measured:", "",
                   "| backend | " + " | ".join(s for s in stages if s != "segment") + " |",

@@ -16,6 +16,8 @@ from bark_onnx.coarse import n_coarse_steps
 from bark_onnx.constants import SAMPLE_RATE, SAMPLES_PER_FRAME, SEMANTIC_RATE_HZ
 
 STAGES = ("semantic", "coarse", "fine", "codec")
+ONNX_ONLY = ("first_audio", "semantic_b1", "semantic_b8")  # streaming and batching: this runtime's features
+BATCH = 8
 ALL_BACKENDS = "onnx-fp32,onnx-int8,onnx-int4,reference,transformers"
 TEXT = "Hello, my name is Suno. And, uh — and I like pizza. [laughs] But I also have other interests."
 SEED = 0
@@ -46,7 +48,9 @@ class Workload:
         """Work per stage and its unit, for throughput figures."""
         return {"semantic": (self.semantic_tokens, "tokens"), "coarse": (self.coarse_tokens, "tokens"),
                 "fine": (self.frames, "frames"), "codec": (self.audio_seconds, "s of audio"),
-                "segment": (self.audio_seconds, "s of audio")}
+                "segment": (self.audio_seconds, "s of audio"), "first_audio": (1, "first chunk"),
+                "semantic_b1": (self.semantic_tokens, "tokens"),
+                "semantic_b8": (BATCH * self.semantic_tokens, "tokens")}
 
     def inputs(self) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(SEED)

@@ -10,18 +10,21 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from .coarse import CoarseOptions, check_semantic, generate_coarse
+from .coarse import CoarseOptions, check_semantic, coarse_windows, generate_coarse
 from .config import STAGES, VOICES_DIR, ModelConfig
 from .constants import CODEBOOK_SIZE, N_FINE_CODEBOOKS, SAMPLE_RATE
 from .decoder import CausalDecoder
 from .errors import InputError, ModelDirError
 from .fine import check_coarse, generate_fine
+from .longform import MAX_WORDS, split_text
 from .semantic import SemanticOptions, generate_semantic, semantic_history
 from .sessions import Placement, create_session, make_placement
+from .stream import ChunkedCodec, ChunkedFine, stream_chunks
 from .text import TextEncoder
 from .voices import Voice, VoiceLibrary, VoiceLike
 
@@ -32,6 +35,14 @@ def _rng(seed) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
     return np.random.default_rng(seed)
+
+
+def _stage_rngs(seed, n: int = 3) -> list[np.random.Generator]:
+    """Independent random streams (one per stage or segment) from one seed, so that
+    streaming and one-shot generation draw the same semantic and coarse tokens."""
+    if isinstance(seed, np.random.Generator):
+        return list(seed.spawn(n))
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
 def _as_list(value, what: str) -> tuple[list, bool]:
@@ -121,13 +132,12 @@ class Bark:
         return out if many else out[0]
 
     def semantic_to_coarse(self, semantic, voice: VoiceLike = None, temperature=0.7, top_k=None, top_p=None,
-                           max_coarse_history=630, sliding_window_len=60, seed=None, silent: bool = False,
-                           on_window=None):
+                           max_coarse_history=630, sliding_window_len=60, seed=None, silent: bool = False):
         """Semantic tokens (or a list) -> coarse codes (2, n) (or a list)."""
         rows, many = _as_list(semantic, "semantic arrays")
         rows = [check_semantic(r) for r in rows]
         opts = CoarseOptions(temperature, top_k, top_p, max_coarse_history, sliding_window_len)
-        out = generate_coarse(self.coarse_decoder, rows, self.load_voice(voice), opts, _rng(seed), silent, on_window)
+        out = generate_coarse(self.coarse_decoder, rows, self.load_voice(voice), opts, _rng(seed), silent)
         return out if many else out[0]
 
     def coarse_to_fine(self, coarse, voice: VoiceLike = None, temperature=0.5, seed=None, silent: bool = True):
@@ -170,14 +180,14 @@ class Bark:
         With output_full=True returns (audio, prompt), where prompt is the dict
         {semantic_prompt, coarse_prompt, fine_prompt} that `np.savez` stores as a voice.
         """
-        rng = _rng(seed)
+        rngs = _stage_rngs(seed)
         v = self.load_voice(voice)
         t0 = time.perf_counter()
-        semantic = self.text_to_semantic(text, v, temperature=text_temperature, seed=rng, silent=silent)
+        semantic = self.text_to_semantic(text, v, temperature=text_temperature, seed=rngs[0], silent=silent)
         t1 = time.perf_counter()
-        coarse = self.semantic_to_coarse(semantic, v, temperature=waveform_temperature, seed=rng, silent=silent)
+        coarse = self.semantic_to_coarse(semantic, v, temperature=waveform_temperature, seed=rngs[1], silent=silent)
         t2 = time.perf_counter()
-        fine = self.coarse_to_fine(coarse, v, temperature=fine_temperature, seed=rng, silent=silent)
+        fine = self.coarse_to_fine(coarse, v, temperature=fine_temperature, seed=rngs[2], silent=silent)
         t3 = time.perf_counter()
         audio = self.decode(fine)
         t4 = time.perf_counter()
@@ -188,3 +198,76 @@ class Bark:
             prompts = [dict(semantic_prompt=s, coarse_prompt=c, fine_prompt=f) for s, c, f in zip(semantic, coarse, fine)]
             return audio, prompts
         return audio, dict(semantic_prompt=semantic, coarse_prompt=coarse, fine_prompt=fine)
+
+    # ------------------------------------------------------------ streaming and long text
+
+    def stream(self, text: str, voice: VoiceLike = None, text_temperature=0.7, waveform_temperature=0.7,
+               fine_temperature=0.5, seed=None, silent: bool = True, **semantic_options) -> Iterator[np.ndarray]:
+        """Yield float32 chunks of 24 kHz audio as soon as each can be decoded.
+
+        The semantic stage runs first, then audio follows the coarse windows
+        (see stream.py for how chunks join and how the result differs from
+        `generate`). `semantic_options` go to text_to_semantic (min_eos_p,
+        max_gen_duration_s, allow_early_stop, top_k, top_p).
+        """
+        if not isinstance(text, str):
+            raise InputError("stream takes one text; for a list, stream each or use generate([...])")
+        v = self.load_voice(voice)
+        rngs = _stage_rngs(seed)
+        semantic = self.text_to_semantic(text, v, temperature=text_temperature, seed=rngs[0], silent=silent,
+                                         **semantic_options)  # errors surface here, before the first chunk
+        opts = CoarseOptions(waveform_temperature)
+        return self._stream_semantic(semantic, v, opts, fine_temperature, rngs, silent)
+
+    def _stream_semantic(self, semantic, voice, opts, fine_temperature, rngs, silent):
+        """The chunk generator; its return value is the generation as a voice prompt."""
+        windows = coarse_windows(self.coarse_decoder, [check_semantic(semantic)], voice, opts, rngs[1], silent)
+        fine = ChunkedFine(self.sessions["fine"], voice, fine_temperature, rngs[2])
+        last_coarse = []
+
+        def tracked():
+            for rows in windows:
+                last_coarse[:] = rows
+                yield rows
+
+        yield from stream_chunks(tracked(), fine, ChunkedCodec(self.sessions["codec"]))
+        st = fine.state
+        return dict(semantic_prompt=semantic, coarse_prompt=last_coarse[0], fine_prompt=st.codes[:, st.n_history:])
+
+    def stream_long(self, text: str, voice: VoiceLike = None, history: str = "voice", pause_s: float = 0.25,
+                    max_words: int = MAX_WORDS, text_temperature=0.7, waveform_temperature=0.7,
+                    fine_temperature=0.5, seed=None, silent: bool = False) -> Iterator[np.ndarray]:
+        """Long text, streamed: segments at sentence/clause boundaries, joined by `pause_s` of silence.
+
+        history="voice": every segment uses `voice` as its history (steady timbre);
+        history="previous": each segment continues from the previous one's generation.
+        """
+        if history not in ("voice", "previous"):
+            raise InputError(f"history must be 'voice' or 'previous', got {history!r}")
+        if pause_s < 0:
+            raise InputError(f"pause_s must be >= 0, got {pause_s}")
+        segments = split_text(text, max_words)
+        v = self.load_voice(voice)
+        rngs = _stage_rngs(seed, len(segments))
+        return self._stream_segments(segments, v, history, pause_s, text_temperature, waveform_temperature,
+                                     fine_temperature, rngs, silent)
+
+    def _stream_segments(self, segments, voice, history, pause_s, text_t, wave_t, fine_t, rngs, silent):
+        pause = np.zeros(int(round(pause_s * self.sample_rate)), np.float32)
+        current = voice
+        for i, segment in enumerate(tqdm(segments, desc="segments", unit="seg", disable=silent)):
+            if i and pause.size:
+                yield pause
+            r = _stage_rngs(rngs[i])
+            semantic = self.text_to_semantic(segment, current, temperature=text_t, seed=r[0], silent=True)
+            prompt = yield from self._stream_semantic(semantic, current, CoarseOptions(wave_t), fine_t, r, True)
+            if history == "previous":
+                current = prompt
+
+    def generate_long(self, text: str, voice: VoiceLike = None, history: str = "voice", pause_s: float = 0.25,
+                      max_words: int = MAX_WORDS, text_temperature=0.7, waveform_temperature=0.7,
+                      fine_temperature=0.5, seed=None, silent: bool = False) -> np.ndarray:
+        """Long text in one call: `stream_long` collected into one float32 array."""
+        chunks = list(self.stream_long(text, voice, history, pause_s, max_words, text_temperature,
+                                       waveform_temperature, fine_temperature, seed, silent))
+        return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)

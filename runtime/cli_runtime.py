@@ -23,12 +23,16 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
 def add_parsers(sub) -> None:
     p = sub.add_parser("say", help="speak a text into a 24 kHz WAV file")
     p.add_argument("text", help="what to say; cues like [laughs] or ♪ work as in Bark")
-    p.add_argument("--out", required=True, help="WAV file to write")
+    p.add_argument("--out", required=True, help="WAV file to write ('-' with --stream: raw 16-bit PCM to stdout)")
     p.add_argument("--voice", help="voice preset (v2/en_speaker_6, announcer, ...) or an .npz file")
     p.add_argument("--model", help="model directory (default: suno/bark-small exported to the cache on first use)")
     p.add_argument("--seed", type=int, help="random seed for reproducible audio")
     p.add_argument("--text-temp", type=float, default=0.7, help="semantic temperature (0: greedy)")
     p.add_argument("--waveform-temp", type=float, default=0.7, help="coarse temperature (0: greedy)")
+    p.add_argument("--stream", action="store_true",
+                   help="write audio as it is made: a WAV that grows, or raw PCM (s16le, 24 kHz, mono) with --out -")
+    p.add_argument("--long", action="store_true",
+                   help="long text: split at sentences and clauses, one segment after another")
     p.add_argument("--silent", action="store_true", help="no progress bars")
     _add_runtime_options(p)
     p.set_defaults(func=cmd_say)
@@ -56,18 +60,48 @@ def _load(model: str | None, providers, threads, silent: bool):
 
 
 def cmd_say(args) -> int:
-    out = Path(args.out)
-    if out.suffix.lower() != ".wav":
-        raise BarkOnnxError(f"--out must name a .wav file, got {args.out!r}")
+    to_stdout = args.out == "-"
+    if to_stdout and not args.stream:
+        raise BarkOnnxError("--out - (raw PCM to stdout) needs --stream")
+    if not to_stdout and Path(args.out).suffix.lower() != ".wav":
+        raise BarkOnnxError(f"--out must name a .wav file (or '-' with --stream), got {args.out!r}")
     tts = _load(args.model, args.providers, args.threads, args.silent)
+    options = dict(voice=args.voice, text_temperature=args.text_temp, waveform_temperature=args.waveform_temp,
+                   seed=args.seed, silent=args.silent)
     start = time.perf_counter()
-    audio = tts.generate(args.text, voice=args.voice, text_temperature=args.text_temp,
-                         waveform_temperature=args.waveform_temp, seed=args.seed, silent=args.silent)
-    write_wav(out, audio)
+    if args.stream:
+        chunks = tts.stream_long(args.text, **options) if args.long else tts.stream(args.text, **options)
+        n = _write_stream(chunks, None if to_stdout else Path(args.out))
+    else:
+        audio = tts.generate_long(args.text, **options) if args.long else tts.generate(args.text, **options)
+        write_wav(args.out, audio)
+        n = len(audio)
     if not args.silent:
         took = time.perf_counter() - start
-        print(f"wrote {out} ({len(audio) / tts.sample_rate:.1f} s of audio in {took:.1f} s)", file=sys.stderr)
+        print(f"wrote {args.out} ({n / tts.sample_rate:.1f} s of audio in {took:.1f} s)", file=sys.stderr)
     return 0
+
+
+def _write_stream(chunks, path: Path | None) -> int:
+    """Write chunks as they come; returns the samples written. A failed stream leaves no file."""
+    from .audio import GrowingWav, write_pcm
+
+    wav = GrowingWav(path) if path is not None else None
+    n = 0
+    try:
+        for chunk in chunks:
+            if wav is not None:
+                wav.append(chunk)
+            else:
+                write_pcm(None, chunk)
+            n += len(chunk)
+    except BaseException:
+        if wav is not None:
+            wav.discard()
+        raise
+    if wav is not None:
+        wav.close()
+    return n
 
 
 def cmd_voices(args) -> int:

@@ -9,7 +9,7 @@ token, and the last 630 coarse tokens, then samples up to 60 tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -84,14 +84,12 @@ def n_coarse_steps(n_semantic: int) -> int:
     return int(round(np.floor(n_semantic * SEMANTIC_TO_COARSE_RATIO / N_COARSE_CODEBOOKS) * N_COARSE_CODEBOOKS))
 
 
-def generate_coarse(decoder: CausalDecoder, semantic: list[np.ndarray], voice: dict | None, opts: CoarseOptions,
-                    rng: np.random.Generator | None, silent: bool = False,
-                    on_window: Callable[[list[np.ndarray]], None] | None = None) -> list[np.ndarray]:
-    """Semantic rows (same voice) -> one (2, n) coarse array per row.
+def coarse_windows(decoder: CausalDecoder, semantic: list[np.ndarray], voice: dict | None, opts: CoarseOptions,
+                   rng: np.random.Generator | None, silent: bool = False) -> Iterator[list[np.ndarray]]:
+    """Run the coarse loop; after every window yield each row's (2, n) codes so far.
 
-    Rows run in lockstep (their windows line up because they share the voice);
-    a row whose steps are done keeps riding along and its samples are ignored.
-    `on_window`, when given, receives each row's coarse codes so far after every window.
+    Rows (same voice) run in lockstep: their windows line up because they share
+    the voice; a row whose steps are done rides along and its samples are ignored.
     """
     sem_hist, coarse_hist = coarse_history(voice, opts)
     batch = len(semantic)
@@ -100,15 +98,14 @@ def generate_coarse(decoder: CausalDecoder, semantic: list[np.ndarray], voice: d
     x_semantic = [np.concatenate([sem_hist, s]) for s in semantic]
     x_coarse = np.zeros((batch, len(coarse_hist) + total_steps), dtype=np.int64)
     x_coarse[:, : len(coarse_hist)] = coarse_hist
-    filled = len(coarse_hist)
+    filled = n0 = len(coarse_hist)
     base = len(sem_hist)
-    max_sem = opts.max_semantic_history
     window = opts.sliding_window_len
     n_windows = int(np.ceil(total_steps / window))
     n_step = 0
     for _ in tqdm(range(n_windows), desc="coarse", unit="window", disable=silent, leave=False):
         semantic_idx = base + int(round(n_step / SEMANTIC_TO_COARSE_RATIO))
-        start = max(0, semantic_idx - max_sem)
+        start = max(0, semantic_idx - opts.max_semantic_history)
         x_in = np.full((batch, MAX_TEXT_TOKENS), COARSE_SEMANTIC_PAD_TOKEN, dtype=np.int64)
         for b, row in enumerate(x_semantic):
             part = row[start: start + MAX_TEXT_TOKENS]
@@ -128,10 +125,16 @@ def generate_coarse(decoder: CausalDecoder, semantic: list[np.ndarray], voice: d
             x_coarse[:, filled] = tokens + SEMANTIC_VOCAB_SIZE + codebook * CODEBOOK_SIZE
             filled += 1
             n_step += 1
-        if on_window is not None:
-            on_window([_unflatten(x_coarse[b, len(coarse_hist): len(coarse_hist) + min(n_step, steps[b])])
-                       for b in range(batch)])
-    return [_unflatten(x_coarse[b, len(coarse_hist): len(coarse_hist) + steps[b]]) for b in range(batch)]
+        yield [_unflatten(x_coarse[b, n0: n0 + min(n_step, steps[b])]) for b in range(batch)]
+
+
+def generate_coarse(decoder: CausalDecoder, semantic: list[np.ndarray], voice: dict | None, opts: CoarseOptions,
+                    rng: np.random.Generator | None, silent: bool = False) -> list[np.ndarray]:
+    """Semantic rows (same voice) -> one (2, n) coarse array per row."""
+    out = None
+    for out in coarse_windows(decoder, semantic, voice, opts, rng, silent):
+        pass
+    return out
 
 
 def _unflatten(flat: np.ndarray) -> np.ndarray:

@@ -1,0 +1,64 @@
+"""The benchmark harness at tiny shapes (the full runs stay out of CI): results, chart, regression check."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def bench(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "bark_onnx.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    out = root / "base"
+    proc = bench("bench", "--size", "tiny", "--backends", "onnx-fp32,onnx-int8,reference,transformers",
+                 "--stages", "semantic,coarse,codec,segment,first_audio,semantic_b1,semantic_b8",
+                 "--rounds", "1", "--segment-rounds", "1", "--out", str(out), "--cache", str(root / "cache"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root, out
+
+
+def test_results_table_chart_and_json(baseline):
+    _, out = baseline
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["backends"]) == {"onnx-fp32", "onnx-int8", "reference", "transformers"}
+    fp32 = results["backends"]["onnx-fp32"]
+    assert {"semantic", "coarse", "codec", "segment", "first_audio", "semantic_b8"} <= set(fp32)
+    assert "first_audio" not in results["backends"]["transformers"]
+    assert fp32["semantic"]["work"] == 650 and fp32["coarse"]["work"] == 1952
+    assert results["ratios"]["transformers"]["transformers"]["segment"] == 1.0
+    assert 0 < results["real_time_factor"]["onnx-fp32"]
+    info = results["info"]["onnx-fp32"]
+    assert info["peak_rss_mb"] > 0 and info["model_mb"] > 0 and info["load_s"] > 0
+    assert results["roofline"]["estimates"]["onnx-fp32"]["coarse"] > 0
+    assert set(results["quality"]["int8"]) == {"semantic", "coarse", "fine"}
+    assert 0 <= results["quality"]["int8"]["coarse"]["agreement"] <= 1
+    table = (out / "results.md").read_text()
+    assert "vs transformers" in table and "Roofline" in table and "first audio" in table
+    assert (out / "chart.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "pytest-benchmark.json").is_file()
+
+
+def test_compare_fails_on_a_slowed_run(baseline):
+    root, base = baseline
+    slow = root / "slow"
+    proc = bench("bench", "--size", "tiny", "--backends", "onnx-fp32", "--stages", "semantic,codec",
+                 "--rounds", "1", "--out", str(slow), "--cache", str(root / "cache"), "--slowdown", "3",
+                 "--no-quality")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = bench("bench-compare", str(base / "results.json"), str(slow / "results.json"), "--threshold", "0.5")
+    assert proc.returncode == 1
+    assert "onnx-fp32 semantic" in proc.stderr and "onnx-fp32 codec" in proc.stderr
+    proc = bench("bench-compare", str(base / "results.json"), str(base / "results.json"))
+    assert proc.returncode == 0 and "no stage slower" in proc.stdout
+    # pytest-benchmark's own JSON is accepted too
+    proc = bench("bench-compare", str(base / "pytest-benchmark.json"), str(slow / "pytest-benchmark.json"),
+                 "--threshold", "0.5", "--backends", "onnx-fp32")
+    assert proc.returncode == 1
