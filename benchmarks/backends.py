@@ -161,10 +161,10 @@ class TransformersBackend(Backend):
             return self.model.codec_decode(fine)[0].numpy()
 
 
-def make_backend(name: str, paths: dict[str, Path], threads: int | None = None):
+def make_backend(name: str, paths: dict[str, Path], threads: int | None = None, providers=None):
     """`onnx-fp32`, `onnx-int8`, ..., `reference`, `transformers`."""
     if name.startswith("onnx-"):
-        return OnnxBackend(paths[name], threads=threads)
+        return OnnxBackend(paths[name], threads=threads, providers=providers)
     if name == "reference":
         return ReferenceBackend(paths["checkpoint"], threads=threads)
     if name == "transformers":

@@ -20,11 +20,18 @@ def add_parsers(sub) -> None:
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per stage, after a warm-up")
     p.add_argument("--segment-rounds", type=int, default=2, help="timed rounds of the whole segment")
     p.add_argument("--threads", type=int, help="threads per backend (default: all cores)")
+    p.add_argument("--providers", help="ONNX Runtime providers for the onnx backends, e.g. cuda,cpu")
     p.add_argument("--out", default="bench-results", help="folder for results.json, results.md, chart.png")
     p.add_argument("--cache", help="where the random checkpoints and exports are kept")
     p.add_argument("--no-quality", action="store_true", help="skip the quantization-price measurement")
     p.add_argument("--slowdown", type=float, default=1.0, help=argparse.SUPPRESS)  # regression-check tests
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("bench-fastpath", help="time the coarse window prefill and step of each fast-path variant")
+    p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
+    p.add_argument("--threads", type=int, help="threads (default: all cores)")
+    p.add_argument("--out", help="also write the rows as JSON here")
+    p.set_defaults(func=cmd_fastpath)
 
     p = sub.add_parser("bench-compare", help="exit 1 when a stage is slower than in a baseline results.json")
     p.add_argument("baseline", help="results.json (or pytest-benchmark JSON) of the baseline run")
@@ -58,6 +65,7 @@ def cmd_bench(args) -> int:
         f"--bench-rounds={args.rounds}", f"--bench-segment-rounds={args.segment_rounds}",
         f"--bench-slowdown={args.slowdown}",
         *([f"--bench-threads={args.threads}"] if args.threads else []),
+        *([f"--bench-providers={args.providers}"] if args.providers else []),
         *([f"--bench-cache={args.cache}"] if args.cache else []),
     ])
     if code != 0:
@@ -96,6 +104,15 @@ def _roofline(paths: dict, precisions: list[str], threads: int | None) -> dict:
         configs = {"semantic": cfg.semantic, "coarse": cfg.coarse, "fine": cfg.fine}
         estimates[f"onnx-{precision}"] = estimate(configs, cfg.codec, SEGMENT, precision, rates)
     return {"rates": rates, "estimates": estimates}
+
+
+def cmd_fastpath(args) -> int:
+    from .fastpath import run
+
+    rows = run(args.size, args.threads)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+    return 0
 
 
 def cmd_compare(args) -> int:

@@ -18,6 +18,7 @@ def pytest_addoption(parser):
     group.addoption("--bench-rounds", type=int, default=3, help="timed rounds per stage (after a warm-up)")
     group.addoption("--bench-segment-rounds", type=int, default=2, help="timed rounds of the whole segment")
     group.addoption("--bench-threads", type=int, default=None, help="threads per backend (default: all cores)")
+    group.addoption("--bench-providers", default=None, help="ONNX Runtime providers, e.g. cuda,cpu")
     group.addoption("--bench-cache", default=None, help="where checkpoints and exports are kept")
     group.addoption("--bench-slowdown", type=float, default=1.0,
                     help="make the ONNX backends this many times slower (to check regression detection)")
@@ -48,8 +49,8 @@ def bench_paths(pytestconfig) -> dict[str, Path]:
 class Workers:
     """Keeps one backend process alive at a time."""
 
-    def __init__(self, paths, threads, slowdown):
-        self.paths, self.threads, self.slowdown = paths, threads, slowdown
+    def __init__(self, paths, threads, slowdown, providers):
+        self.paths, self.threads, self.slowdown, self.providers = paths, threads, slowdown, providers
         self.current = None
 
     def get(self, name: str):
@@ -58,7 +59,7 @@ class Workers:
         if self.current is None or self.current.name != name:
             self.close()
             slow = self.slowdown if name.startswith("onnx-") else 1.0
-            self.current = Worker(name, self.paths, self.threads, slow)
+            self.current = Worker(name, self.paths, self.threads, slow, self.providers)
         return self.current
 
     def close(self):
@@ -69,6 +70,8 @@ class Workers:
 
 @pytest.fixture(scope="session")
 def workers(bench_paths, pytestconfig):
-    pool = Workers(bench_paths, pytestconfig.getoption("--bench-threads"), pytestconfig.getoption("--bench-slowdown"))
+    providers = pytestconfig.getoption("--bench-providers")
+    pool = Workers(bench_paths, pytestconfig.getoption("--bench-threads"), pytestconfig.getoption("--bench-slowdown"),
+                   providers.split(",") if providers else None)
     yield pool
     pool.close()

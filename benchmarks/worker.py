@@ -21,12 +21,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kB
 
 
-def _serve(conn, name: str, paths: dict, threads: int | None, slowdown: float) -> None:
+def _serve(conn, name: str, paths: dict, threads: int | None, slowdown: float, providers=None) -> None:
     try:
         from .backends import make_backend
 
         t0 = time.perf_counter()
-        backend = make_backend(name, paths, threads)
+        backend = make_backend(name, paths, threads, providers)
         load_s = time.perf_counter() - t0
         for stage in STAGES:  # warm-up: every stage once on a short input
             getattr(backend, stage)(PRIMER, PRIMER.inputs())
@@ -53,11 +53,13 @@ def _serve(conn, name: str, paths: dict, threads: int | None, slowdown: float) -
 class Worker:
     """A backend loaded in its own process."""
 
-    def __init__(self, name: str, paths: dict[str, Path], threads: int | None = None, slowdown: float = 1.0):
+    def __init__(self, name: str, paths: dict[str, Path], threads: int | None = None, slowdown: float = 1.0,
+                 providers=None):
         ctx = mp.get_context("spawn")
         self.name = name
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child, name, paths, threads, slowdown), daemon=True)
+        self.process = ctx.Process(target=_serve, args=(child, name, paths, threads, slowdown, providers),
+                                   daemon=True)
         self.process.start()
         self.info = self._receive()
 

@@ -42,7 +42,8 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_voices)
 
     p = sub.add_parser("demo", help="offline check: a random-weight model of Bark's real shapes, timed per stage")
-    p.add_argument("--size", choices=("small", "large"), default="small", help="bark-small or bark shapes")
+    p.add_argument("--size", choices=("small", "large", "tiny"), default="small",
+                   help="bark-small or bark shapes (tiny: a 2-layer model, for a quick install check)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8", "int4"), default="fp32")
     p.add_argument("--seconds", type=float, default=13.0, help="audio length to generate (EOS off)")
     p.add_argument("--out", help="also write the (noise) WAV here")

@@ -87,3 +87,14 @@ def test_runtime_runs_with_torch_absent(model_dirs, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "ok" in proc.stdout and "export extra" in proc.stderr
     assert (tmp_path / "a.wav").is_file()
+
+
+def test_demo_runs_offline_and_labels_its_noise(tmp_path):
+    proc = run_cli("demo", "--size", "tiny", "--seconds", "2", "--silent", "--out", str(tmp_path / "noise.wav"),
+                   env={"XDG_CACHE_HOME": str(tmp_path / "cache")}, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "RANDOM WEIGHTS" in proc.stderr and "real-time factor" in proc.stdout
+    for stage in ("semantic", "coarse", "fine", "codec", "total"):
+        assert stage in proc.stdout
+    audio, rate = read_wav(tmp_path / "noise.wav")
+    assert rate == 24_000 and abs(len(audio) / rate - 2.0) < 0.1
