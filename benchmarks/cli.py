@@ -42,10 +42,9 @@ def add_parsers(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    try:
-        import pytest  # noqa: F401  the timing engine is pytest-benchmark
-        import pytest_benchmark  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("pytest_benchmark") is None:  # the timing engine
         print("bark-onnx: bench needs the bench and export extras: pip install 'bark-onnx[export,bench]'",
               file=sys.stderr)
         return 2

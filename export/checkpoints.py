@@ -14,20 +14,22 @@ Every state dict comes out in the Suno naming of `gpt.py` / `encodec.py`.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from bark_onnx.config import CodecConfig, GPTConfig
 from bark_onnx.errors import CheckpointError
 from bark_onnx.voices import VOICE_KEYS, Voice, load_voice_arrays, load_voice_file
+
+from .codec_checkpoint import codec_config_from_hf, codec_state_to_ours, find_codec
+from .weights import (
+    HF_WEIGHT_FILES, find_hf_weights, hub_snapshot, load_weight_file, looks_like_hub_id, read_json, torch_load,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +39,7 @@ SUNO_FILES = {
 }
 HF_PREFIX = {"semantic": "semantic.", "coarse": "coarse_acoustics.", "fine": "fine_acoustics."}
 HF_CONFIG_KEY = {"semantic": "semantic_config", "coarse": "coarse_acoustics_config", "fine": "fine_acoustics_config"}
-HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_HUB_ID = "bert-base-multilingual-cased"
-CODEC_HUB_ID = "facebook/encodec_24khz"
 TEXT_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 
 # Hugging Face Bark names -> Suno names (applied in order)
@@ -59,13 +59,6 @@ _HF_TO_SUNO = [
 # The causal-mask buffers some checkpoints carry are not weights.
 _MASK_BUFFER = re.compile(r"\.attn\.(bias|masked_bias)$")
 
-# Safe unpickling of Suno's .pt files: tensors plus the numpy scalars they hold.
-_NUMPY_GLOBALS = [np.dtype, np.ndarray, type(np.dtype(np.float64)), type(np.dtype(np.int64))]
-try:
-    _NUMPY_GLOBALS.append(np._core.multiarray.scalar)  # numpy >= 2
-except AttributeError:  # pragma: no cover - numpy 1.x
-    _NUMPY_GLOBALS.append(np.core.multiarray.scalar)
-
 
 @dataclass
 class BarkSource:
@@ -81,51 +74,6 @@ class BarkSource:
 
 
 # ---------------------------------------------------------------- file readers
-
-def torch_load(path: Path) -> Any:
-    """torch.load without arbitrary code: tensors, containers and numpy scalars only."""
-    try:
-        with torch.serialization.safe_globals(_NUMPY_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except Exception as err:  # pickle errors, truncated zips, foreign formats
-        raise CheckpointError(f"{path}: cannot read it as a PyTorch checkpoint ({type(err).__name__}: {err})") from None
-
-
-def _load_weight_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.name.endswith(".index.json"):
-        try:
-            index = json.loads(path.read_text())
-            shards = sorted(set(index["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(f"{path}: not a valid shard index ({err})") from None
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state.update(_load_weight_file(path.parent / shard))
-        return state
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as err:
-            raise CheckpointError(f"{path}: cannot read it as safetensors ({err})") from None
-    state = torch_load(path)
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
-    return state["state_dict"] if "state_dict" in state else state
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise CheckpointError(f"{path}: cannot read it as JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return data
-
 
 # --------------------------------------------------------------- GPT configs
 
@@ -155,18 +103,6 @@ def gpt_config_from_hf(cfg: dict, fine: bool, where: str) -> GPTConfig:
         )
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{where}: incomplete or invalid config ({err!r})") from None
-
-
-def codec_config_from_hf(cfg: dict, where: str) -> CodecConfig:
-    fixed = {"use_causal_conv": True, "norm_type": "weight_norm", "pad_mode": "reflect",
-             "trim_right_ratio": 1.0, "use_conv_shortcut": True, "audio_channels": 1}
-    odd = {k: cfg[k] for k, v in fixed.items() if k in cfg and cfg[k] != v}
-    if odd:
-        raise CheckpointError(f"{where}: unsupported EnCodec variant {odd}; Bark uses the causal 24 kHz model")
-    keys = ("hidden_size", "num_filters", "upsampling_ratios", "num_residual_layers", "kernel_size",
-            "last_kernel_size", "residual_kernel_size", "dilation_growth_rate", "compress",
-            "num_lstm_layers", "codebook_size")
-    return CodecConfig(**{k: cfg[k] for k in keys if k in cfg})
 
 
 # ------------------------------------------------------------- key renaming
@@ -200,79 +136,7 @@ def clean_gpt_state(state: dict, cfg: GPTConfig) -> dict:
     return state
 
 
-def _fold_weight_norm(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    # w = g * v / ||v||, the norm taken over every dim but 0 (torch's weight_norm, dim=0)
-    norm = v.flatten(1).norm(dim=1).view(-1, *([1] * (v.dim() - 1)))
-    return g * v / norm
-
-
-def codec_state_to_ours(state: dict, n_codebooks: int, where: str) -> dict:
-    """EnCodec weights from the `encodec` package or the HF layout -> encodec.py names."""
-    renamed: dict[str, torch.Tensor] = {}
-    codebooks: dict[int, torch.Tensor] = {}
-    for key, value in state.items():
-        m = re.match(r"^quantizer\.(?:vq\.)?layers\.(\d+)\.(?:_codebook|codebook)\.embed$", key)
-        if m:
-            codebooks[int(m.group(1))] = value
-            continue
-        if not key.startswith("decoder."):
-            continue  # encoder and quantizer statistics are not needed to decode
-        key = re.sub(r"^decoder\.(model|layers)\.", "layers.", key)
-        key = key.replace(".conv.conv.", ".conv.").replace(".convtr.convtr.", ".conv.")
-        key = key.replace(".parametrizations.weight.original0", ".weight_g")
-        key = key.replace(".parametrizations.weight.original1", ".weight_v")
-        renamed[key] = value
-    out = {}
-    for key, value in renamed.items():
-        if key.endswith(".weight_g"):
-            base = key[: -len("_g")]
-            if base + "_v" not in renamed:
-                raise CheckpointError(f"{where}: {key} has no matching weight_v")
-            out[base] = _fold_weight_norm(value, renamed[base + "_v"])
-        elif not key.endswith(".weight_v"):
-            out[key] = value
-    missing = [i for i in range(n_codebooks) if i not in codebooks]
-    if missing:
-        raise CheckpointError(f"{where}: missing EnCodec codebooks {missing} (need {n_codebooks} for 6 kbps)")
-    out["codebooks"] = torch.stack([codebooks[i] for i in range(n_codebooks)])
-    return out
-
-
 # ------------------------------------------------------------------ sources
-
-def _find_codec(root: Path | None, explicit: str | None) -> tuple[CodecConfig, dict, str]:
-    """EnCodec 24 kHz: explicit path/hub id, a file beside the checkpoint, torch hub's cache, the HF hub."""
-    candidates: list[str] = []
-    if explicit:
-        candidates.append(explicit)
-    if root is not None:
-        candidates += [str(p) for p in sorted(root.glob("encodec_24khz*.th"))]
-        if (root / "encodec").is_dir():
-            candidates.append(str(root / "encodec"))
-    torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-    candidates += [str(p) for p in sorted((torch_home / "hub" / "checkpoints").glob("encodec_24khz*.th"))]
-    candidates.append(CODEC_HUB_ID)
-    tried = []
-    for cand in candidates:
-        path = Path(cand)
-        if path.is_file():
-            cfg = CodecConfig()
-            return cfg, codec_state_to_ours(_load_weight_file(path), cfg.n_codebooks, str(path)), str(path)
-        if path.is_dir():
-            cfg = codec_config_from_hf(_read_json(path / "config.json"), str(path / "config.json"))
-            weights = _find_hf_weights(path)
-            return cfg, codec_state_to_ours(_load_weight_file(weights), cfg.n_codebooks, str(weights)), str(path)
-        if cand == explicit and not _looks_like_hub_id(cand):
-            raise CheckpointError(f"--codec {cand!r}: no such file or directory")
-        local = _hub_snapshot(cand, ["config.json", "*.safetensors", "*.bin", "*.json"], required=False)
-        if local is not None:
-            return _find_codec(None, str(local))
-        tried.append(cand)
-    raise CheckpointError(
-        "no EnCodec 24 kHz checkpoint found (tried: " + ", ".join(tried) + "); pass --codec with the "
-        "encodec package's encodec_24khz-d7cc33bc.th or a Hugging Face facebook/encodec_24khz directory"
-    )
-
 
 def _find_tokenizer(root: Path, explicit: str | None) -> Path:
     if explicit:
@@ -285,44 +149,13 @@ def _find_tokenizer(root: Path, explicit: str | None) -> Path:
     for name in TEXT_TOKENIZER_FILES:
         if (root / name).is_file():
             return root / name
-    local = _hub_snapshot(TOKENIZER_HUB_ID, ["vocab.txt"], required=False)
+    local = hub_snapshot(TOKENIZER_HUB_ID, ["vocab.txt"], required=False)
     if local is not None and (local / "vocab.txt").is_file():
         return local / "vocab.txt"
     raise CheckpointError(
         f"no tokenizer in {root} and {TOKENIZER_HUB_ID} is not in the Hugging Face cache; "
         "pass --tokenizer with its vocab.txt or tokenizer.json"
     )
-
-
-def _looks_like_hub_id(text: str) -> bool:
-    return bool(re.match(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$", text)) and not text.startswith((".", "/"))
-
-
-def _hub_snapshot(repo_id: str, patterns: list[str], required: bool = True) -> Path | None:
-    """Download (or find in the cache) a hub repository; None or an error when unreachable."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        if required:
-            raise CheckpointError("huggingface_hub is needed for hub ids: pip install 'bark-onnx[export]'") from None
-        return None
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except Exception as err:
-        if required:
-            raise CheckpointError(
-                f"cannot fetch {repo_id!r} from the Hugging Face hub ({type(err).__name__}); on a machine "
-                "without network, download it elsewhere and pass --checkpoint with the local directory"
-            ) from None
-        logger.debug("hub %s unavailable: %s", repo_id, err)
-        return None
-
-
-def _find_hf_weights(root: Path) -> Path:
-    for name in HF_WEIGHT_FILES:
-        if (root / name).is_file():
-            return root / name
-    raise CheckpointError(f"{root}: no weights file (one of {', '.join(HF_WEIGHT_FILES)})")
 
 
 def _suno_voices(root: Path) -> dict[str, Voice]:
@@ -337,7 +170,7 @@ def _hf_voices(root: Path) -> dict[str, Voice]:
     if not index_path.is_file():
         return {}
     voices = {}
-    for name, entry in _read_json(index_path).items():
+    for name, entry in read_json(index_path).items():
         if not isinstance(entry, dict) or not all(k in entry for k in VOICE_KEYS):
             continue  # e.g. "repo_or_path"
         files = {k: root / entry[k] for k in VOICE_KEYS}
@@ -358,7 +191,7 @@ def load_suno(root: Path, size: str, codec: str | None, tokenizer: str | None) -
             raise CheckpointError(f"{path}: model_args describe the wrong kind of model for the {stage} stage")
         configs[stage] = cfg
         weights[stage] = clean_gpt_state(strip_prefix(ckpt["model"], "_orig_mod."), cfg)
-    codec_cfg, codec_state, codec_src = _find_codec(root, codec)
+    codec_cfg, codec_state, codec_src = find_codec(root, codec)
     return BarkSource(
         configs, weights, codec_cfg, codec_state, _find_tokenizer(root, tokenizer), _suno_voices(root),
         {"format": "suno", "size": size, "codec": codec_src},
@@ -366,10 +199,10 @@ def load_suno(root: Path, size: str, codec: str | None, tokenizer: str | None) -
 
 
 def load_hf(root: Path, codec: str | None, tokenizer: str | None) -> BarkSource:
-    config = _read_json(root / "config.json")
+    config = read_json(root / "config.json")
     if config.get("model_type") != "bark":
         raise CheckpointError(f"{root / 'config.json'}: model_type {config.get('model_type')!r}, expected 'bark'")
-    state = _load_weight_file(_find_hf_weights(root))
+    state = load_weight_file(find_hf_weights(root))
     configs, weights = {}, {}
     for stage, prefix in HF_PREFIX.items():
         sub = config.get(HF_CONFIG_KEY[stage])
@@ -389,7 +222,7 @@ def load_hf(root: Path, codec: str | None, tokenizer: str | None) -> BarkSource:
         codec_state = codec_state_to_ours(codec_part, codec_cfg.n_codebooks, f"{root}: codec_model")
         codec_src = str(root)
     else:
-        codec_cfg, codec_state, codec_src = _find_codec(root, codec)
+        codec_cfg, codec_state, codec_src = find_codec(root, codec)
     return BarkSource(
         configs, weights, codec_cfg, codec_state, _find_tokenizer(root, tokenizer), _hf_voices(root),
         {"format": "hf", "codec": codec_src},
@@ -431,10 +264,10 @@ def load_checkpoint(spec: str, codec: str | None = None, tokenizer: str | None =
                 f"{path}: unknown checkpoint layout; expected Suno's text.pt/coarse.pt/fine.pt "
                 "(or the _2 large set) or a Hugging Face Bark directory with config.json"
             )
-    elif _looks_like_hub_id(spec):
-        local = _hub_snapshot(spec, ["*.json", "vocab.txt", "model.safetensors*", "speaker_embeddings/**"])
+    elif looks_like_hub_id(spec):
+        local = hub_snapshot(spec, ["*.json", "vocab.txt", "model.safetensors*", "speaker_embeddings/**"])
         if not any((local / name).is_file() for name in HF_WEIGHT_FILES):
-            local = _hub_snapshot(spec, ["*.json", "vocab.txt", "pytorch_model.bin*", "speaker_embeddings/**"])
+            local = hub_snapshot(spec, ["*.json", "vocab.txt", "pytorch_model.bin*", "speaker_embeddings/**"])
         source = load_hf(local, codec, tokenizer)
     else:
         raise CheckpointError(f"checkpoint {spec!r}: no such file or directory, and not a hub id like 'suno/bark-small'")

@@ -286,7 +286,7 @@ def build_fine(cfg: GPTConfig, state: dict, n_logits: int, fused: bool = True, d
     """
     g = GraphBuilder("bark_fine", dtype)
     blocks = _Blocks(g, cfg, fused=fused, matmul=matmul)
-    n_codes, V, D = cfg.n_codes_total, cfg.input_vocab_size, cfg.n_embd
+    n_codes, V = cfg.n_codes_total, cfg.input_vocab_size
     codes = g.input("codes", TensorProto.INT64, ["batch", "seq", n_codes])
     pred_idx = g.input("pred_idx", TensorProto.INT64, [])
 
