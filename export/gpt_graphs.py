@@ -164,22 +164,26 @@ class _Blocks:
         """Every block, then the final LayerNorm; returns the normed hidden state.
 
         `attention(qkv, i)` returns the attention output (before c_proj) of layer i.
+        With `last_only`, the last block keeps only the last position once its
+        keys and values are in the cache: its projection and MLP feed nothing
+        but the head, so they run on one position instead of S.
         """
+        cut = lambda t, n: self.g.op("Slice", [t, self.g.const([-1]), self.g.const([INT64_MAX]),  # noqa: E731
+                                               self.g.const([1])], f"/last/{n}")  # (B, S, D) -> (B, 1, D)
         h = self.layer_norm(x, layers[0].ln1_w, layers[0].ln1_b, "/layers.0/ln_1")
         for i, lw in enumerate(layers):
             name = f"/layers.{i}"
             qkv = self.linear(h, lw.qkv_w, lw.qkv_b, f"{name}/attn/qkv")
-            a = self.matmul(attention(qkv, i), lw.proj_w, f"{name}/attn/proj", f"{name[1:]}/attn/proj.weight")
+            y = attention(qkv, i)
+            if last_only and i == len(layers) - 1:
+                y, x = cut(y, "attn"), cut(x, "residual")
+            a = self.matmul(y, lw.proj_w, f"{name}/attn/proj", f"{name[1:]}/attn/proj.weight")
             h, x = self.residual_norm(a, lw.proj_b, f"{name[1:]}/attn/proj.bias", x, lw.ln2_w, lw.ln2_b, f"{name}/ln_2")
             m = self.mlp(h, lw, f"{name}/mlp")
             if i + 1 < len(layers):
                 nxt = layers[i + 1]
                 h, x = self.residual_norm(m, lw.out_b, f"{name[1:]}/mlp/out.bias", x, nxt.ln1_w, nxt.ln1_b,
                                           f"/layers.{i + 1}/ln_1")
-        if last_only:  # only the last position reaches the head: (B, S, D) -> (B, 1, D)
-            cut = lambda t, n: self.g.op("Slice", [t, self.g.const([-1]), self.g.const([INT64_MAX]),  # noqa: E731
-                                                   self.g.const([1])], f"/last/{n}")
-            m, x = cut(m, "mlp"), cut(x, "residual")
         last = f"layers.{len(layers) - 1}/mlp/out.bias"
         h, _ = self.residual_norm(m, layers[-1].out_b, last, x, final_norm[0], final_norm[1], "/ln_f")
         return h

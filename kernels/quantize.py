@@ -23,9 +23,6 @@ def quantize_graph(src: Path, dst: Path, precision: str) -> None:
     """Write a quantized copy of the graph `src` (weights in `<dst>.data`) to `dst`."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer,
-    )
 
     if precision not in QUANTIZED:
         raise ValueError(f"precision must be one of {QUANTIZED}, got {precision!r}")
@@ -42,6 +39,7 @@ def quantize_graph(src: Path, dst: Path, precision: str) -> None:
             )
             _single_data_file(dst)
         else:
+            MatMulNBitsQuantizer, DefaultWeightOnlyQuantConfig = _int4_quantizer()
             model = onnx.load(str(src))
             config = DefaultWeightOnlyQuantConfig(block_size=INT4_BLOCK, is_symmetric=True, accuracy_level=4, bits=4)
             quantizer = MatMulNBitsQuantizer(model, algo_config=config)
@@ -50,6 +48,18 @@ def quantize_graph(src: Path, dst: Path, precision: str) -> None:
                             all_tensors_to_one_file=True, location=dst.name + ".data", size_threshold=1024)
     finally:
         quiet.setLevel(level)
+
+
+def _int4_quantizer():
+    """ONNX Runtime's 4-bit quantizer; recent versions of it need the `onnx-ir` package."""
+    try:
+        from onnxruntime.quantization.matmul_nbits_quantizer import (
+            DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer,
+        )
+    except ImportError as e:
+        raise RuntimeError(f"int4 quantization needs {e.name or 'a missing package'}: "
+                           "pip install 'bark-onnx[export]' (it brings onnx-ir)") from e
+    return MatMulNBitsQuantizer, DefaultWeightOnlyQuantConfig
 
 
 def _single_data_file(path: Path) -> None:
