@@ -83,9 +83,14 @@ def cmd_bench(args) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=2))
     text = report.table(results)
     (out / "results.md").write_text(text)
-    report.chart(results, out / "chart.png")
+    written = [out / "results.json", out / "results.md"]
+    try:
+        report.chart(results, out / "chart.png")
+        written.append(out / "chart.png")
+    except ModuleNotFoundError as e:  # the chart is the one part that needs matplotlib
+        print(f"bark-onnx: no chart ({e.name} is not installed: pip install 'bark-onnx[bench]')", file=sys.stderr)
     print(text)
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'chart.png'}", file=sys.stderr)
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
     return 0
 
 

@@ -103,6 +103,7 @@ def coarse_windows(decoder: CausalDecoder, semantic: list[np.ndarray], voice: di
     window = opts.sliding_window_len
     n_windows = int(np.ceil(total_steps / window))
     n_step = 0
+    previous = None  # the last window's semantic part: while it repeats, its cached keys stay valid
     for _ in tqdm(range(n_windows), desc="coarse", unit="window", disable=silent, leave=False):
         semantic_idx = base + int(round(n_step / SEMANTIC_TO_COARSE_RATIO))
         start = max(0, semantic_idx - opts.max_semantic_history)
@@ -112,8 +113,16 @@ def coarse_windows(decoder: CausalDecoder, semantic: list[np.ndarray], voice: di
             x_in[b, : part.size] = part
         history = x_coarse[:, max(0, filled - opts.max_coarse_history): filled]
         prompt = np.concatenate([x_in, np.full((batch, 1), COARSE_INFER_TOKEN), history], 1)
-        decoder.start(batch)
-        logits = decoder.forward(prompt)
+        # Causal attention: positions 0..256 (semantic + infer) depend on those tokens alone, so a
+        # window with the same semantic part as the last one reuses their cached keys and values.
+        prefix = MAX_TEXT_TOKENS + 1
+        if previous is not None and np.array_equal(previous, x_in) and decoder.can_keep(batch, prefix):
+            decoder.start(batch, keep=prefix)
+            logits = decoder.forward(prompt[:, prefix:])
+        else:
+            decoder.start(batch)
+            logits = decoder.forward(prompt)
+        previous = x_in
         for k in range(window):
             if n_step >= total_steps:
                 break

@@ -50,8 +50,17 @@ class CausalDecoder:
         self._logits = np.zeros((batch, self.info.logits_size), np.float32)
         self.binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self._logits))
 
-    def start(self, batch: int) -> None:
-        """Begin a new sequence of `batch` rows (the cache is reused when the batch size is unchanged)."""
+    def start(self, batch: int, keep: int = 0) -> None:
+        """Begin a new sequence of `batch` rows (the buffers are reused when the batch size is unchanged).
+
+        keep: with an in-place cache and one row (see can_keep), keep the first `keep`
+        positions of the previous sequence (a shared prefix) instead of recomputing them.
+        """
+        if keep:
+            if not self.can_keep(batch, keep):
+                raise InputError(f"cannot keep {keep} cached positions (batch {batch}, cached {self.length})")
+            self.length = keep
+            return
         shape_len = self.max_len if self.inplace else 0
         if batch != self.batch or not self.inplace:
             shape = (batch, self.cfg.n_head, shape_len, self.cfg.head_dim)
@@ -69,6 +78,11 @@ class CausalDecoder:
                 self._bind_logits(batch)
             self.batch = batch
         self.length = 0
+
+    def can_keep(self, batch: int, keep: int) -> bool:
+        """Whether start(batch, keep) can reuse a prefix: in-place caches and one row only
+        (ONNX Runtime's GroupQueryAttention takes several new positions after a past for batch 1 only)."""
+        return self.inplace and batch == self.batch == 1 and 0 < keep <= self.length
 
     def forward(self, input_ids: np.ndarray, merge_ids: np.ndarray | None = None) -> np.ndarray:
         """input_ids (B, S) -> logits (B, logits_size) of the last position; the cache advances by S."""

@@ -175,3 +175,37 @@ def test_graph_variants_agree_step_by_step(model_dirs, reference_models):
         logits[kv] = np.stack(out)
         assert isinstance(info, GraphInfo)
     np.testing.assert_allclose(logits["inplace"], logits["concat"], atol=1e-5)
+
+
+def test_kept_prefix_equals_full_prefill(reference_models):
+    """start(keep=k) then the rest of a prompt gives the logits and cache of a full prefill."""
+    from bark_onnx.decoder import CausalDecoder
+    from bark_onnx.errors import InputError
+    from bark_onnx.export.gpt_graphs import build_causal
+    from bark_onnx.sessions import make_placement
+
+    import onnxruntime as ort
+
+    model = reference_models["suno-tiny"]["coarse"]
+    proto, info = build_causal(model.cfg, model.state_dict(), "coarse", (10_000, 12_048), kv="inplace")
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    dec = CausalDecoder(session, info, model.cfg, "inplace", make_placement(["cpu"]))
+    rng = np.random.default_rng(1)
+    prefix, first, second = (rng.integers(0, 12_096, (1, n)) for n in (30, 25, 17))
+    dec.start(1)
+    dec.forward(np.concatenate([prefix, first], 1))
+    dec.forward(rng.integers(0, 12_096, (1, 1)))  # a step that the next sequence must forget
+    dec.start(1, keep=30)
+    kept = dec.forward(second)
+    kept_cache = dec.cache(1)
+    dec.start(1)
+    full = dec.forward(np.concatenate([prefix, second], 1))
+    np.testing.assert_allclose(kept, full, atol=1e-5)
+    for a, b in zip(kept_cache, dec.cache(1)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert dec.can_keep(1, 47) and not dec.can_keep(1, 48)  # no more than is cached
+    dec.start(2)
+    dec.forward(np.concatenate([prefix, prefix], 0))
+    assert not dec.can_keep(2, 10)  # several rows: GroupQueryAttention refuses a multi-position step
+    with pytest.raises(InputError, match="cannot keep"):
+        dec.start(2, keep=10)
