@@ -40,6 +40,11 @@ def summarize(pytest_json: dict, extra: dict | None = None) -> dict:
     }
 
 
+def _num(x: float | None) -> str:
+    """Two decimals, or a dash where the run has no such figure (no segment timed, say)."""
+    return "-" if x is None or x != x else f"{x:.2f}"
+
+
 def table(results: dict) -> str:
     """A markdown table: median (spread) per stage, ratios to the references, RTF, memory, size."""
     backends = results["backends"]
@@ -51,11 +56,10 @@ def table(results: dict) -> str:
     for name, stats in backends.items():
         cells = [f"{stats[s]['median_s']:.2f} ({stats[s]['min_s']:.2f}-{stats[s]['max_s']:.2f})" if s in stats else ""
                  for s in stages]
-        ratio = [f"{results['ratios'].get(ref, {}).get(name, {}).get('segment', float('nan')):.2f}"
-                 for ref in REFERENCES]
+        ratio = [_num(results["ratios"].get(ref, {}).get(name, {}).get("segment")) for ref in REFERENCES]
         info = results["info"][name]
-        rtf = results["real_time_factor"].get(name, float("nan"))
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio[0]} | {ratio[1]} | {rtf:.2f} | "
+        rtf = _num(results["real_time_factor"].get(name))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio[0]} | {ratio[1]} | {rtf} | "
                      f"{info['peak_rss_mb']:.0f} | {info['model_mb']:.0f} | {info['load_s']:.1f} |")
     for ref in REFERENCES:
         if ref in results["ratios"]:

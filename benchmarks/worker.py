@@ -18,7 +18,19 @@ from .workload import PRIMER, SEGMENT, STAGES
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kB
+    """This process's own peak resident memory.
+
+    Linux's ru_maxrss survives exec: a worker spawned by a parent that held
+    many GB (an export in the same run) would report the parent's peak. The
+    address space's high-water mark (VmHWM) starts afresh at exec.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux; elsewhere a fallback
 
 
 def _serve(conn, name: str, paths: dict, threads: int | None, slowdown: float, providers=None) -> None:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 
@@ -62,3 +63,16 @@ def test_compare_fails_on_a_slowed_run(baseline):
     proc = bench("bench-compare", str(base / "pytest-benchmark.json"), str(slow / "pytest-benchmark.json"),
                  "--threshold", "0.5", "--backends", "onnx-fp32")
     assert proc.returncode == 1
+
+
+def test_peak_rss_is_the_workers_own():
+    """A worker's peak memory is its own, not that of the (large) process that spawned it."""
+    import multiprocessing as mp
+
+    from bark_onnx.benchmarks.worker import _peak_rss_mb
+
+    fat = np.ones(600 * 2**20 // 8)  # 600 MB resident in this process
+    with mp.get_context("spawn").Pool(1) as pool:
+        child = pool.apply(_peak_rss_mb)
+    assert fat.sum() > 0 and _peak_rss_mb() > 600
+    assert 0 < child < 400
