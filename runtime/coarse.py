@@ -104,6 +104,7 @@ def coarse_windows(decoder: CausalDecoder, semantic: list[np.ndarray], voice: di
     n_windows = int(np.ceil(total_steps / window))
     n_step = 0
     previous = None  # the last window's semantic part: while it repeats, its cached keys stay valid
+    owner = object()  # this generator's claim on the decoder's cache
     for _ in tqdm(range(n_windows), desc="coarse", unit="window", disable=silent, leave=False):
         semantic_idx = base + int(round(n_step / SEMANTIC_TO_COARSE_RATIO))
         start = max(0, semantic_idx - opts.max_semantic_history)
@@ -116,11 +117,11 @@ def coarse_windows(decoder: CausalDecoder, semantic: list[np.ndarray], voice: di
         # Causal attention: positions 0..256 (semantic + infer) depend on those tokens alone, so a
         # window with the same semantic part as the last one reuses their cached keys and values.
         prefix = MAX_TEXT_TOKENS + 1
-        if previous is not None and np.array_equal(previous, x_in) and decoder.can_keep(batch, prefix):
-            decoder.start(batch, keep=prefix)
+        if previous is not None and np.array_equal(previous, x_in) and decoder.can_keep(batch, prefix, owner):
+            decoder.start(batch, keep=prefix, owner=owner)
             logits = decoder.forward(prompt[:, prefix:])
         else:
-            decoder.start(batch)
+            decoder.start(batch, owner=owner)
             logits = decoder.forward(prompt)
         previous = x_in
         for k in range(window):

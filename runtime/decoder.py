@@ -38,6 +38,7 @@ class CausalDecoder:
         self._bind_logits(1)  # bound first: get_outputs()[0] is the logits
         self.batch = 0
         self.length = 0
+        self.owner: object = None  # who started the cached sequence (see start)
         self._buffers: list[ort.OrtValue] = []
 
     def _kv_names(self):
@@ -50,17 +51,20 @@ class CausalDecoder:
         self._logits = np.zeros((batch, self.info.logits_size), np.float32)
         self.binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self._logits))
 
-    def start(self, batch: int, keep: int = 0) -> None:
+    def start(self, batch: int, keep: int = 0, owner: object = None) -> None:
         """Begin a new sequence of `batch` rows (the buffers are reused when the batch size is unchanged).
 
         keep: with an in-place cache and one row (see can_keep), keep the first `keep`
         positions of the previous sequence (a shared prefix) instead of recomputing them.
+        owner: who starts this sequence; only the same owner may keep its prefix, so two
+        interleaved generators on one decoder never read each other's cache.
         """
         if keep:
-            if not self.can_keep(batch, keep):
+            if not self.can_keep(batch, keep, owner):
                 raise InputError(f"cannot keep {keep} cached positions (batch {batch}, cached {self.length})")
             self.length = keep
             return
+        self.owner = owner
         shape_len = self.max_len if self.inplace else 0
         if batch != self.batch or not self.inplace:
             shape = (batch, self.cfg.n_head, shape_len, self.cfg.head_dim)
@@ -79,10 +83,12 @@ class CausalDecoder:
             self.batch = batch
         self.length = 0
 
-    def can_keep(self, batch: int, keep: int) -> bool:
-        """Whether start(batch, keep) can reuse a prefix: in-place caches and one row only
-        (ONNX Runtime's GroupQueryAttention takes several new positions after a past for batch 1 only)."""
-        return self.inplace and batch == self.batch == 1 and 0 < keep <= self.length
+    def can_keep(self, batch: int, keep: int, owner: object = None) -> bool:
+        """Whether start(batch, keep, owner) can reuse a prefix: the same owner started the cached
+        sequence, in-place caches and one row only (ONNX Runtime's GroupQueryAttention takes several
+        new positions after a past for batch 1 only)."""
+        return (owner is not None and owner is self.owner and self.inplace and batch == self.batch == 1
+                and 0 < keep <= self.length)
 
     def forward(self, input_ids: np.ndarray, merge_ids: np.ndarray | None = None) -> np.ndarray:
         """input_ids (B, S) -> logits (B, logits_size) of the last position; the cache advances by S."""

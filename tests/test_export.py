@@ -192,20 +192,23 @@ def test_kept_prefix_equals_full_prefill(reference_models):
     dec = CausalDecoder(session, info, model.cfg, "inplace", make_placement(["cpu"]))
     rng = np.random.default_rng(1)
     prefix, first, second = (rng.integers(0, 12_096, (1, n)) for n in (30, 25, 17))
-    dec.start(1)
+    me = object()
+    dec.start(1, owner=me)
     dec.forward(np.concatenate([prefix, first], 1))
     dec.forward(rng.integers(0, 12_096, (1, 1)))  # a step that the next sequence must forget
-    dec.start(1, keep=30)
+    assert not dec.can_keep(1, 30) and not dec.can_keep(1, 30, object())  # only the owner keeps
+    dec.start(1, keep=30, owner=me)
     kept = dec.forward(second)
     kept_cache = dec.cache(1)
+    assert dec.can_keep(1, 47, me) and not dec.can_keep(1, 48, me)  # no more than is cached
     dec.start(1)
     full = dec.forward(np.concatenate([prefix, second], 1))
     np.testing.assert_allclose(kept, full, atol=1e-5)
     for a, b in zip(kept_cache, dec.cache(1)):
         np.testing.assert_allclose(a, b, atol=1e-5)
-    assert dec.can_keep(1, 47) and not dec.can_keep(1, 48)  # no more than is cached
-    dec.start(2)
+    assert not dec.can_keep(1, 10, me)  # another sequence started since
+    dec.start(2, owner=me)
     dec.forward(np.concatenate([prefix, prefix], 0))
-    assert not dec.can_keep(2, 10)  # several rows: GroupQueryAttention refuses a multi-position step
+    assert not dec.can_keep(2, 10, me)  # several rows: GroupQueryAttention refuses a multi-position step
     with pytest.raises(InputError, match="cannot keep"):
-        dec.start(2, keep=10)
+        dec.start(2, keep=10, owner=me)

@@ -134,3 +134,20 @@ def test_cli_stream_to_a_growing_wav_and_to_stdout(model_dirs, tmp_path):
     np.testing.assert_array_equal(pcm, audio)
     proc = subprocess.run(base[:-1] + ["--out", "-"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "needs --stream" in proc.stderr
+
+
+def test_interleaved_coarse_windows_keep_their_own_cache(tts):
+    """Two coarse generators on one decoder, advanced in turns, give what each gives alone."""
+    from bark_onnx.coarse import CoarseOptions, coarse_windows
+
+    t = tts["suno-tiny"]
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 10_000, 100), rng.integers(0, 10_000, 100)
+    opts = CoarseOptions(None)
+    alone = [list(coarse_windows(t.coarse_decoder, [s], None, opts, None, True))[-1][0] for s in (a, b)]
+    ga, gb = (coarse_windows(t.coarse_decoder, [s], None, opts, None, True) for s in (a, b))
+    last = {}
+    for wa, wb in zip(ga, gb):
+        last["a"], last["b"] = wa[0], wb[0]
+    np.testing.assert_array_equal(last["a"], alone[0])
+    np.testing.assert_array_equal(last["b"], alone[1])
