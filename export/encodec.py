@@ -27,12 +27,14 @@ class CausalConv1d(nn.Module):
     def forward(self, x):  # (B, C, T)
         if self.pad == 0:
             return self.conv(x)
-        # Reflect padding needs T > pad; EnCodec pads zeros on the right first
-        # when T is short. Appending `pad` zeros always, then cutting them off,
-        # gives the same result for every T with no shape-dependent branch.
-        x = F.pad(x, (0, self.pad))
-        x = F.pad(x, (self.pad, 0), mode="reflect")
-        return self.conv(x[..., : x.shape[-1] - self.pad])
+        # EnCodec pads `pad` reflected samples on the left, after appending zeros
+        # on the right when T is too short to reflect. Only the reflected head is
+        # built here (x[1 : pad + 1], zero-filled to `pad` when T is short, then
+        # reversed): one concatenation instead of two padded copies and a slice
+        # of the whole signal, with the same values for every T.
+        head = x[..., 1 : self.pad + 1]
+        head = F.pad(head, (0, self.pad - head.shape[-1]))
+        return self.conv(torch.cat([head.flip(-1), x], dim=-1))
 
 
 class CausalConvTranspose1d(nn.Module):

@@ -76,3 +76,20 @@ def test_peak_rss_is_the_workers_own():
         child = pool.apply(_peak_rss_mb)
     assert fat.sum() > 0 and _peak_rss_mb() > 600
     assert 0 < child < 400
+
+
+def test_bench_exports_again_when_the_exporter_changed(baseline, monkeypatch):
+    """A cached export is reused while the export code is unchanged, and made again when it is not."""
+    from bark_onnx.benchmarks import prepare as P
+
+    cache = baseline[0] / "cache"
+    model_dir = cache / "tiny" / "onnx-fp32"
+    marker = model_dir / P.FINGERPRINT_FILE
+    assert marker.read_text().strip() == P.export_fingerprint()
+    made = (model_dir / "config.json").stat().st_mtime_ns
+    P.prepare("tiny", ["fp32"], cache, progress=False)
+    assert (model_dir / "config.json").stat().st_mtime_ns == made
+    monkeypatch.setattr(P, "export_fingerprint", lambda: "other-code")
+    P.prepare("tiny", ["fp32"], cache, progress=False)
+    assert marker.read_text().strip() == "other-code"
+    assert (model_dir / "config.json").stat().st_mtime_ns != made

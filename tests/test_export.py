@@ -70,6 +70,34 @@ def test_logits_only_where_the_loop_reads(model_dirs):
     assert config.graphs["fine"].logits_size == 1024
 
 
+def test_codec_writes_no_trimmed_samples(model_dirs):
+    """Each transposed convolution trims its right end itself (pads [0, kernel - stride]), and the
+    only copies of the signal are one concatenation per padded convolution (validation checks values)."""
+    graph = onnx.load(str(model_dirs["suno-tiny"] / "codec.onnx"), load_external_data=False).graph
+    convs = [n for n in graph.node if n.op_type == "ConvTranspose"]
+    assert len(convs) == 4
+    for conv in convs:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in conv.attribute}
+        assert attrs["pads"] == [0, attrs["kernel_shape"][0] - attrs["strides"][0]]
+        assert not [n for n in graph.node if n.op_type == "Slice" and n.input[0] == conv.output[0]]
+    assert not [n for n in graph.node if n.op_type == "Pad" and any(
+        a.name == "mode" and a.s == b"reflect" for a in n.attribute)]
+
+
+def test_codec_trim_fold_refuses_an_unknown_graph():
+    from onnx import TensorProto, helper
+
+    from bark_onnx.export.codec_graph import fold_transposed_trims
+
+    conv = helper.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[4], strides=[2], pads=[0, 0])
+    graph = helper.make_graph([conv], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    with pytest.raises(RuntimeError, match="unexpected trim after"):
+        fold_transposed_trims(graph, [2])
+    with pytest.raises(RuntimeError, match="1 ConvTranspose nodes, expected 2"):
+        fold_transposed_trims(graph, [2, 2])
+
+
 def test_fp16_export_validates(checkpoints, tmp_path):
     from bark_onnx.export.exporter import export_model
 
