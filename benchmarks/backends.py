@@ -49,9 +49,9 @@ class OnnxBackend(Backend):
 
     def first_audio(self, w: Workload, inputs):
         """Time to the first streamed chunk of the segment."""
-        chunks = self.tts.stream(TEXT, seed=SEED, allow_early_stop=False, max_gen_duration_s=w.max_gen_duration_s)
-        first = next(chunks)
-        chunks.close()
+        job = self.tts.stream(TEXT, seed=SEED, allow_early_stop=False, max_gen_duration_s=w.max_gen_duration_s)
+        first = next(iter(job))
+        job.cancel()
         return first
 
     def semantic_b1(self, w: Workload, inputs):

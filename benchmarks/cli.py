@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -24,7 +23,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", default="bench-results", help="folder for results.json, results.md, chart.png")
     p.add_argument("--cache", help="where the random checkpoints and exports are kept")
     p.add_argument("--no-quality", action="store_true", help="skip the quantization-price measurement")
-    p.add_argument("--slowdown", type=float, default=1.0, help=argparse.SUPPRESS)  # regression-check tests
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("bench-fastpath", help="time the coarse window prefill and step of each fast-path variant")
@@ -62,7 +60,6 @@ def cmd_bench(args) -> int:
         f"--benchmark-json={raw}", "--benchmark-columns=median,iqr,min,max,rounds", "--benchmark-sort=name",
         f"--bench-size={args.size}", f"--bench-backends={args.backends}", f"--bench-stages={args.stages}",
         f"--bench-rounds={args.rounds}", f"--bench-segment-rounds={args.segment_rounds}",
-        f"--bench-slowdown={args.slowdown}",
         *([f"--bench-threads={args.threads}"] if args.threads else []),
         *([f"--bench-providers={args.providers}"] if args.providers else []),
         *([f"--bench-cache={args.cache}"] if args.cache else []),

@@ -20,8 +20,6 @@ def pytest_addoption(parser):
     group.addoption("--bench-threads", type=int, default=None, help="threads per backend (default: all cores)")
     group.addoption("--bench-providers", default=None, help="ONNX Runtime providers, e.g. cuda,cpu")
     group.addoption("--bench-cache", default=None, help="where checkpoints and exports are kept")
-    group.addoption("--bench-slowdown", type=float, default=1.0,
-                    help="make the ONNX backends this many times slower (to check regression detection)")
 
 
 def _backends(config) -> list[str]:
@@ -49,8 +47,8 @@ def bench_paths(pytestconfig) -> dict[str, Path]:
 class Workers:
     """Keeps one backend process alive at a time."""
 
-    def __init__(self, paths, threads, slowdown, providers):
-        self.paths, self.threads, self.slowdown, self.providers = paths, threads, slowdown, providers
+    def __init__(self, paths, threads, providers):
+        self.paths, self.threads, self.providers = paths, threads, providers
         self.current = None
 
     def get(self, name: str):
@@ -58,8 +56,7 @@ class Workers:
 
         if self.current is None or self.current.name != name:
             self.close()
-            slow = self.slowdown if name.startswith("onnx-") else 1.0
-            self.current = Worker(name, self.paths, self.threads, slow, self.providers)
+            self.current = Worker(name, self.paths, self.threads, self.providers)
         return self.current
 
     def close(self):
@@ -71,7 +68,6 @@ class Workers:
 @pytest.fixture(scope="session")
 def workers(bench_paths, pytestconfig):
     providers = pytestconfig.getoption("--bench-providers")
-    pool = Workers(bench_paths, pytestconfig.getoption("--bench-threads"), pytestconfig.getoption("--bench-slowdown"),
-                   providers.split(",") if providers else None)
+    pool = Workers(bench_paths, pytestconfig.getoption("--bench-threads"), providers.split(",") if providers else None)
     yield pool
     pool.close()

@@ -50,17 +50,19 @@ def measure(model_path: Path, cfg, kv: str, threads: int, optimize: bool = True)
     prompt = rng.integers(0, 12_096, (1, PREFILL))
 
     def prefill():
-        dec.start(1)
-        dec.forward(prompt)
+        seq = dec.open()  # a fresh sequence: nothing of an earlier prompt is kept
+        dec.prefill([seq], prompt)
+        dec.close(seq)
 
     pre = _time(prefill, 3)
-    dec.start(1)
-    dec.forward(prompt[:, :PAST])
+    seq = dec.open()
+    dec.prefill([seq], prompt[:, :PAST])
     steps = []
     for i in range(15):  # positions PAST .. PAST + 14
         t = time.perf_counter()
-        dec.forward(prompt[:, i: i + 1])
+        dec.step([seq], prompt[:, i])
         steps.append(time.perf_counter() - t)
+    dec.close(seq)
     return {"prefill_s": pre[0], "prefill_min": pre[1], "prefill_max": pre[2],
             "step_ms": float(np.median(steps)) * 1e3, "step_min": min(steps) * 1e3, "step_max": max(steps) * 1e3}
 

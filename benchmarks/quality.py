@@ -17,17 +17,17 @@ from .workload import TEXT
 
 
 def _causal(fp32: Bark, other: Bark, stage: str, prompt: np.ndarray, merge: np.ndarray | None, steps: int):
-    dec_a = fp32.semantic_decoder if stage == "semantic" else fp32.coarse_decoder
-    dec_b = other.semantic_decoder if stage == "semantic" else other.coarse_decoder
-    dec_a.start(1)
-    dec_b.start(1)
-    la, lb = dec_a.forward(prompt, merge), dec_b.forward(prompt, merge)
+    dec_a, dec_b = fp32.decoders[stage], other.decoders[stage]
+    seq_a, seq_b = dec_a.open(), dec_b.open()
+    la, lb = dec_a.prefill([seq_a], prompt, merge), dec_b.prefill([seq_b], prompt, merge)
     agree, err = [], []
     for _ in range(steps):
         agree.append(la.argmax(-1) == lb.argmax(-1))
         err.append(np.abs(la - lb).max())
-        token = la.argmax(-1)[:, None] + dec_a.info.logits_start
-        la, lb = dec_a.forward(token), dec_b.forward(token)
+        token = la.argmax(-1) + dec_a.info.logits_start
+        la, lb = dec_a.step([seq_a], token), dec_b.step([seq_b], token)
+    dec_a.close(seq_a)
+    dec_b.close(seq_b)
     return {"agreement": float(np.mean(agree)), "max_logit_error": float(np.max(err))}
 
 

@@ -33,7 +33,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux; elsewhere a fallback
 
 
-def _serve(conn, name: str, paths: dict, threads: int | None, slowdown: float, providers=None) -> None:
+def _serve(conn, name: str, paths: dict, threads: int | None, providers=None) -> None:
     try:
         from .backends import make_backend
 
@@ -54,10 +54,7 @@ def _serve(conn, name: str, paths: dict, threads: int | None, slowdown: float, p
         try:
             t0 = time.perf_counter()
             getattr(backend, stage)(SEGMENT, inputs)
-            took = time.perf_counter() - t0
-            if slowdown > 1:  # a deliberately slowed run, to check that regressions are caught
-                time.sleep(took * (slowdown - 1))
-            conn.send({"seconds": took * max(slowdown, 1.0), "peak_rss_mb": _peak_rss_mb()})
+            conn.send({"seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()})
         except Exception:
             conn.send({"error": traceback.format_exc()})
 
@@ -65,12 +62,11 @@ def _serve(conn, name: str, paths: dict, threads: int | None, slowdown: float, p
 class Worker:
     """A backend loaded in its own process."""
 
-    def __init__(self, name: str, paths: dict[str, Path], threads: int | None = None, slowdown: float = 1.0,
-                 providers=None):
+    def __init__(self, name: str, paths: dict[str, Path], threads: int | None = None, providers=None):
         ctx = mp.get_context("spawn")
         self.name = name
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child, name, paths, threads, slowdown, providers),
+        self.process = ctx.Process(target=_serve, args=(child, name, paths, threads, providers),
                                    daemon=True)
         self.process.start()
         self.info = self._receive()

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bark_onnx.coarse import n_coarse_steps
-from bark_onnx.constants import SAMPLE_RATE, SAMPLES_PER_FRAME, SEMANTIC_RATE_HZ
+from bark_onnx.constants import SAMPLE_RATE, SAMPLES_PER_FRAME
+from bark_onnx.semantic import duration_for_tokens
 
 STAGES = ("semantic", "coarse", "fine", "codec")
 ONNX_ONLY = ("first_audio", "semantic_b1", "semantic_b8")  # streaming and batching: this runtime's features
@@ -42,7 +43,7 @@ class Workload:
     @property
     def max_gen_duration_s(self) -> float:
         """Makes the semantic stage stop after exactly `semantic_tokens` tokens."""
-        return (self.semantic_tokens - 0.5) / SEMANTIC_RATE_HZ
+        return duration_for_tokens(self.semantic_tokens)
 
     def units(self) -> dict[str, tuple[float, str]]:
         """Work per stage and its unit, for throughput figures."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from bark_onnx.cache import SUNO_FILES
 from bark_onnx.config import CodecConfig, GPTConfig
 from bark_onnx.errors import CheckpointError
 from bark_onnx.voices import VOICE_KEYS, Voice, load_voice_arrays, load_voice_file
@@ -33,10 +34,6 @@ from .weights import (
 
 logger = logging.getLogger(__name__)
 
-SUNO_FILES = {
-    "small": {"semantic": "text.pt", "coarse": "coarse.pt", "fine": "fine.pt"},
-    "large": {"semantic": "text_2.pt", "coarse": "coarse_2.pt", "fine": "fine_2.pt"},
-}
 HF_PREFIX = {"semantic": "semantic.", "coarse": "coarse_acoustics.", "fine": "fine_acoustics."}
 HF_CONFIG_KEY = {"semantic": "semantic_config", "coarse": "coarse_acoustics_config", "fine": "fine_acoustics_config"}
 TOKENIZER_HUB_ID = "bert-base-multilingual-cased"
@@ -72,8 +69,6 @@ class BarkSource:
     voices: dict[str, Voice] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
-
-# ---------------------------------------------------------------- file readers
 
 # --------------------------------------------------------------- GPT configs
 

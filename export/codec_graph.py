@@ -19,8 +19,8 @@ from onnx import numpy_helper
 from bark_onnx.config import GraphInfo
 
 from .encodec import CausalConvTranspose1d, EncodecDecoder
+from .onnx_builder import OPSET
 
-OPSET = 17
 
 
 def build_codec(decoder: EncodecDecoder) -> tuple[onnx.ModelProto, GraphInfo]:

@@ -16,6 +16,7 @@ from bark_onnx.bark import Bark
 from bark_onnx.cache import cache_root
 from bark_onnx.config import CONFIG_FILE
 from bark_onnx.constants import SEMANTIC_RATE_HZ
+from bark_onnx.semantic import duration_for_tokens
 
 from .exporter import export_model
 from .factory import write_checkpoint
@@ -33,11 +34,6 @@ def random_model(size: str, precision: str, progress: bool = True) -> Path:
             print(f"writing a random-weight bark-{size} checkpoint ...", file=sys.stderr)
         checkpoint = write_checkpoint(Path(tmp) / "checkpoint", layout="hf", size=size)
         return export_model(str(checkpoint), target, precision=precision, progress=progress, overwrite=True)
-
-
-def duration_for_tokens(n_tokens: int) -> float:
-    """A max_gen_duration_s that makes the semantic stage stop after exactly n_tokens."""
-    return (n_tokens - 0.5) / SEMANTIC_RATE_HZ
 
 
 def run_demo(size: str = "small", precision: str = "fp32", seconds: float = 13.0, out: str | None = None,

@@ -28,13 +28,14 @@ from bark_onnx.kernels.quantize import QUANTIZED, quantize_graph
 
 from .checkpoints import load_checkpoint
 from .codec_graph import build_codec
-from .gpt_graphs import OPSET, build_causal, build_fine
+from .gpt_graphs import build_causal, build_fine
+from .onnx_builder import OPSET
 from .models import build_models
 from .tokenizer import write_tokenizer
 
 logger = logging.getLogger(__name__)
 
-# Vocabulary columns each causal loop samples from (see SPEC: the semantic loop
+# Vocabulary columns each causal loop samples from (Bark's algorithm: the semantic loop
 # reads the 10 000 semantic tokens and the EOS logit; the coarse loop reads
 # the two codebooks' 2 x 1024 columns after the semantic vocabulary).
 SEMANTIC_LOGITS = (0, C.SEMANTIC_VOCAB_SIZE + 1)

@@ -28,10 +28,9 @@ from onnx import TensorProto
 
 from bark_onnx.config import GPTConfig, GraphInfo
 
-from .onnx_builder import MS_DOMAIN, GraphBuilder
+from .onnx_builder import MS_DOMAIN, OPSET, GraphBuilder
 
 INT64_MAX = np.iinfo(np.int64).max
-OPSET = 17
 
 
 @dataclass
@@ -225,24 +224,30 @@ def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[in
         past.append((g.input(f"past_key.{i}", g.float_type, cache_dims),
                      g.input(f"past_value.{i}", g.float_type, cache_dims)))
     if kv == "inplace":
-        past_len = g.input("past_length", TensorProto.INT64, [])
+        # Each row has its own filled length, so rows of different requests step together.
+        past_len = g.input("past_length", TensorProto.INT64, ["batch"])  # (B,)
+        steps = g.op("Range", [g.const(0), seq, g.const(1)], "/embed/steps")  # (S,)
+        rows = g.op("Unsqueeze", [past_len, g.const([1])], "/embed/row_start")  # (B, 1)
+        positions = g.op("Add", [rows, steps], "/embed/positions")  # (B, S)
+        total = g.op("Add", [past_len, seq], "/shape/total")  # (B,)
     else:
         past_len = _shape_dim(g, past[0][0], 2, "/shape/past")
-    total = g.op("Add", [past_len, seq], "/shape/total")
-    positions = g.op("Range", [past_len, total, g.const(1)], "/embed/positions")  # (S,)
+        total = g.op("Add", [past_len, seq], "/shape/total")
+        positions = g.op("Range", [past_len, total, g.const(1)], "/embed/positions")  # (S,)
     x = g.op("Add", [x, g.op("Gather", [g.weight("wpe.weight", _np(state, "transformer.wpe.weight")), positions],
                              "/embed/pos")], "/embed/sum")
 
     present_names = [(f"present_key.{i}", f"present_value.{i}") for i in range(cfg.n_layer)]
     if kv == "inplace":
-        batch = g.op("Shape", [ids], "/shape/batch", start=0, end=1)
+        # GroupQueryAttention: seqlens_k (B,) is each row's filled length - 1 after this call;
+        # total_sequence_length (scalar) the longest row's.
         total32 = g.op("Cast", [total], "/shape/total_i32", to=TensorProto.INT32)
-        last = g.op("Sub", [total32, g.const(1, np.int32)], "/shape/last_i32")
-        seqlens_k = g.op("Expand", [last, batch], "/shape/seqlens_k")  # (B,) filled length - 1
+        seqlens_k = g.op("Sub", [total32, g.const(1, np.int32)], "/shape/seqlens_k")
+        longest = g.op("ReduceMax", [total32], "/shape/longest", keepdims=0)
 
         def attention(qkv: str, i: int) -> str:
             # packed qkv (B, S, 3D); the cache buffers are read and written in place
-            return g.op("GroupQueryAttention", [qkv, "", "", past[i][0], past[i][1], seqlens_k, total32],
+            return g.op("GroupQueryAttention", [qkv, "", "", past[i][0], past[i][1], seqlens_k, longest],
                         f"/layers.{i}/attn", outputs=[f"/layers.{i}/attn/out", *present_names[i]],
                         domain=MS_DOMAIN, num_heads=H, kv_num_heads=H, scale=1 / math.sqrt(hs))[0]
     else:

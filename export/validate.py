@@ -75,18 +75,19 @@ def _causal_inputs(stage: str, rng: np.random.Generator, batch: int):
 
 
 def check_causal(stage: str, decoder: CausalDecoder, model: torch.nn.Module, tol, seed: int = 0) -> list[Check]:
+    """Two rows prefilled at once, then stepped together; each against a full PyTorch recomputation."""
     rng = np.random.default_rng(seed)
     batch = 2
     full, ids, hist = _causal_inputs(stage, rng, batch)
     merge = stage == "semantic"
     info = decoder.info
     cols = slice(info.logits_start, info.logits_start + info.logits_size)
-    decoder.start(batch)
+    seqs = [decoder.open() for _ in range(batch)]
     if merge:
         none = np.full((batch, 1), info.merge_none_id)
-        got = decoder.forward(ids, np.concatenate([hist, none], 1))
+        got = decoder.prefill(seqs, ids, np.concatenate([hist, none], 1))
     else:
-        got = decoder.forward(ids)
+        got = decoder.prefill(seqs, ids)
     with torch.no_grad():
         ref, _ = model(torch.from_numpy(full), merge_context=merge)
     checks = [_compare(stage, "logits (prefill)", got, ref[:, -1, cols].numpy(), tol)]
@@ -95,17 +96,20 @@ def check_causal(stage: str, decoder: CausalDecoder, model: torch.nn.Module, tol
     worst = None
     for _ in range(N_STEPS):
         token = rng.integers(0, vocab, (batch, 1))
-        got = decoder.forward(token)
+        got = decoder.step(seqs, token[:, 0])
         seq = torch.cat([seq, torch.from_numpy(token)], 1)
         with torch.no_grad():
             ref, kv = model(seq, merge_context=merge)  # full recomputation, no cache
         step = _compare(stage, f"logits ({N_STEPS} steps)", got, ref[:, -1, cols].numpy(), tol)
         worst = step if worst is None or step.max_abs > worst.max_abs else worst
     checks.append(worst)
-    k, v = decoder.cache(decoder.cfg.n_layer - 1)
     last = decoder.cfg.n_layer - 1
+    caches = [decoder.cache(s, last) for s in seqs]
+    k, v = (np.concatenate([c[j] for c in caches]) for j in (0, 1))
     checks.append(_compare(stage, f"present_key.{last}", k, kv[last][0].numpy(), tol))
     checks.append(_compare(stage, f"present_value.{last}", v, kv[last][1].numpy(), tol))
+    for s in seqs:
+        decoder.close(s)
     return checks
 
 
@@ -142,7 +146,8 @@ def validate_model_dir(model_dir: Path, models: dict[str, torch.nn.Module], prov
                 for name in ("semantic", "coarse", "fine", "codec")}
     checks = []
     for stage in ("semantic", "coarse"):
-        decoder = CausalDecoder(sessions[stage], config.graphs[stage], getattr(config, stage), config.kv_cache, placement)
+        decoder = CausalDecoder(sessions[stage], config.graphs[stage], getattr(config, stage), config.kv_cache, placement,
+                                max_rows=2)
         checks += check_causal(stage, decoder, models[stage], tol)
     checks += check_fine(sessions["fine"], models["fine"], config.graphs["fine"].logits_size, tol)
     checks += check_codec(sessions["codec"], models["codec"], tol)

@@ -63,9 +63,15 @@ def filter_logits(logits: np.ndarray, top_k: int | None = None, top_p: float | N
 
 
 def gumbel_argmax(scaled_logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One draw per row from softmax(scaled_logits), as int64 indices."""
-    noise = rng.gumbel(size=scaled_logits.shape)
-    return np.argmax(scaled_logits + noise, axis=-1).astype(np.int64)
+    """One draw per row from softmax(scaled_logits), as int64 indices.
+
+    Gumbel noise is -log(E) with E ~ Exp(1); NumPy draws float32 exponentials
+    several times faster than float64 Gumbel variates, which matters for the
+    fine stage's million draws per codebook.
+    """
+    exponential = rng.standard_exponential(size=scaled_logits.shape, dtype=np.float32)
+    np.maximum(exponential, np.finfo(np.float32).tiny, out=exponential)  # a draw of 0 would give +inf noise
+    return np.argmax(scaled_logits - np.log(exponential), axis=-1).astype(np.int64)
 
 
 def sample(logits: np.ndarray, temperature: float | None, rng: np.random.Generator | None,
@@ -93,4 +99,4 @@ def sample_tokens(logits: np.ndarray, temperature: float | None, rng: np.random.
         return np.argmax(logits, axis=-1).astype(np.int64)
     if rng is None:
         raise ValueError("sampling with a temperature needs a random generator")
-    return gumbel_argmax(np.asarray(logits, dtype=np.float64) / float(temperature), rng)
+    return gumbel_argmax(np.asarray(logits, dtype=np.float32) / np.float32(temperature), rng)

@@ -13,10 +13,14 @@ from .bark import Bark
 from .compat import (
     SAMPLE_RATE, generate_audio, preload_models, save_as_prompt, semantic_to_waveform, text_to_semantic,
 )
+from .engine import CancelledError, EngineClosedError, Job, QueueFullError
 from .errors import BarkOnnxError, CheckpointError, InputError, ModelDirError, VoiceError
+from .options import CoarseOptions, FineOptions, GenerationOptions, SemanticOptions
+from .result import Generation
 
 __all__ = [
-    "Bark", "SAMPLE_RATE", "generate_audio", "preload_models", "save_as_prompt", "semantic_to_waveform",
-    "text_to_semantic", "BarkOnnxError", "CheckpointError", "InputError", "ModelDirError", "VoiceError",
-    "__version__",
+    "Bark", "Generation", "GenerationOptions", "SemanticOptions", "CoarseOptions", "FineOptions", "Job",
+    "SAMPLE_RATE", "generate_audio", "preload_models", "save_as_prompt", "semantic_to_waveform", "text_to_semantic",
+    "BarkOnnxError", "CheckpointError", "InputError", "ModelDirError", "VoiceError", "QueueFullError",
+    "CancelledError", "EngineClosedError", "__version__",
 ]

@@ -1,48 +1,44 @@
 """`Bark`: load a model directory, then text -> semantic -> coarse -> fine -> 24 kHz audio.
 
-Every stage method takes one input or a list of them (run together through
-batched graph calls) and returns one result or a list. Temperature 0 or None
-means greedy decoding. `seed` makes sampling reproducible.
+Every call builds its request in the caller's thread (text, voice and options
+are checked there, so bad input fails at once) and hands it to the engine,
+which runs the requests of all threads together, batched step by step. So one
+`Bark` serves many threads; a list input is several requests. Temperature 0 or
+None means greedy decoding; `seed` makes sampling reproducible, alone or among
+other requests.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from .coarse import CoarseOptions, check_semantic, coarse_windows, generate_coarse
+from .coarse import check_semantic, coarse_loop
+from .codec import check_fine, decode
 from .config import STAGES, VOICES_DIR, ModelConfig
-from .constants import CODEBOOK_SIZE, N_FINE_CODEBOOKS, SAMPLE_RATE
+from .constants import SAMPLE_RATE
 from .decoder import CausalDecoder
+from .engine import Engine, Job
 from .errors import InputError, ModelDirError
-from .fine import check_coarse, generate_fine
+from .executor import Executor
+from .fine import check_coarse, fine_loop
+from .hub import resolve_model_dir
 from .longform import MAX_WORDS, split_text
-from .semantic import SemanticOptions, generate_semantic, semantic_history
+from .options import PIPELINE_KEYWORDS, check_seed, resolve, stage_keywords
+from .pipeline import generation, long_generation, stage_rngs
+from .progress import Progress
+from .result import Generation
+from .semantic import semantic_history, semantic_loop
 from .sessions import Placement, create_session, make_placement
-from .stream import ChunkedCodec, ChunkedFine, stream_chunks
 from .text import TextEncoder
 from .voices import Voice, VoiceLibrary, VoiceLike
 
 logger = logging.getLogger(__name__)
 
-
-def _rng(seed) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    return np.random.default_rng(seed)
-
-
-def _stage_rngs(seed, n: int = 3) -> list[np.random.Generator]:
-    """Independent random streams (one per stage or segment) from one seed, so that
-    streaming and one-shot generation draw the same semantic and coarse tokens."""
-    if isinstance(seed, np.random.Generator):
-        return list(seed.spawn(n))
-    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
+LONG_HISTORIES = ("voice", "previous")
 
 
 def _as_list(value, what: str) -> tuple[list, bool]:
@@ -54,12 +50,10 @@ def _as_list(value, what: str) -> tuple[list, bool]:
     return [value], False
 
 
-def _groups(keys: Sequence) -> dict:
-    """Indices grouped by shape or length, so each group runs as one batch."""
-    groups: dict = {}
-    for i, key in enumerate(keys):
-        groups.setdefault(key, []).append(i)
-    return groups
+def _item_seeds(seed, n: int, many: bool) -> list:
+    """One seed per request: the seed itself for one item, independent children for a list."""
+    seed = check_seed(seed)
+    return stage_rngs(seed, n) if many else [seed]
 
 
 class Bark:
@@ -67,7 +61,12 @@ class Bark:
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, model_dir: Path, config: ModelConfig, placement: Placement):
+    def __init__(self, model_dir: Path, config: ModelConfig, placement: Placement, max_batch: int = 8,
+                 max_queue: int = 64, offline: bool = False):
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise InputError(f"max_batch must be a positive integer, got {max_batch!r}")
+        if not isinstance(max_queue, int) or max_queue < 0:
+            raise InputError(f"max_queue must be a non-negative integer, got {max_queue!r}")
         self.model_dir = model_dir
         self.config = config
         self.placement = placement
@@ -75,28 +74,29 @@ class Bark:
         cache = model_dir / "trt_cache" if "TensorrtExecutionProvider" in placement.providers else None
         self.sessions = {s: create_session(model_dir / config.graphs[s].file, placement, fp16, cache) for s in STAGES}
         self._check_graphs()
-        self.semantic_decoder = CausalDecoder(self.sessions["semantic"], config.graphs["semantic"], config.semantic,
-                                              config.kv_cache, placement)
-        self.coarse_decoder = CausalDecoder(self.sessions["coarse"], config.graphs["coarse"], config.coarse,
-                                            config.kv_cache, placement)
+        self.decoders = {s: CausalDecoder(self.sessions[s], config.graphs[s], getattr(config, s), config.kv_cache,
+                                          placement, max_rows=max_batch) for s in ("semantic", "coarse")}
+        self.engine = Engine(Executor(self.decoders, self.sessions["fine"], self.sessions["codec"]), max_batch,
+                             max_queue)
         self.text = TextEncoder(model_dir / config.tokenizer)
-        self.voices = VoiceLibrary(model_dir / VOICES_DIR)
-        self.timings: dict[str, float] = {}  # seconds per stage of the last generate()
+        self.voices = VoiceLibrary(model_dir / VOICES_DIR, use_hub=not offline)
 
     @classmethod
-    def load(cls, model_dir: str | Path, providers=None, threads: int | None = None) -> Bark:
-        """Load a model directory made by `bark-onnx export`.
+    def load(cls, model: str | Path, providers=None, threads: int | None = None, *, max_batch: int = 8,
+             max_queue: int = 64, offline: bool = False) -> Bark:
+        """Load a model directory made by `bark-onnx export`, or one from the Hugging Face hub ("org/name").
 
-        providers: None (TensorRT, CUDA, CPU as available), or names such as
-        ["cuda", "cpu"]. threads: CPU threads per session (default: the cores
-        this process may use).
+        providers: None (CUDA, CPU as available), or names such as ["cuda", "cpu"].
+        threads: CPU threads per session (default: the cores this process may use).
+        max_batch: requests generated together; max_queue: requests waiting beyond those
+        (more raise QueueFullError). offline: never look anything up on the network.
         """
-        model_dir = Path(model_dir).expanduser()
+        model_dir = resolve_model_dir(model, offline)
         config = ModelConfig.load(model_dir)
         placement = make_placement(providers, threads)
         if config.precision == "fp16" and not placement.on_gpu:
             logger.warning("fp16 graphs on the CPU are slow; export with --precision fp32 (or int8) for CPU")
-        tts = cls(model_dir, config, placement)
+        tts = cls(model_dir, config, placement, max_batch, max_queue, offline)
         logger.info("bark-onnx: %s graphs on %s (%d threads)", config.precision,
                     ", ".join(p.replace("ExecutionProvider", "") for p in tts.active_providers()), placement.threads)
         return tts
@@ -114,160 +114,170 @@ class Bark:
                     "the directory mixes files of different exports: export it again"
                 )
 
-    # ------------------------------------------------------------ stages
+    def stats(self) -> dict[str, int]:
+        """Requests waiting and in flight, cache rows in use, and how many completed, failed or were cancelled."""
+        return self.engine.stats()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Finish the requests in flight (up to `timeout` s, then cancel them) and stop the engine."""
+        self.engine.close(timeout)
+
+    def __enter__(self) -> Bark:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def load_voice(self, voice: VoiceLike) -> Voice | None:
         """A preset name, an .npz path, a dict of three arrays, or None."""
         return self.voices.resolve(voice)
 
-    def text_to_semantic(self, text, voice: VoiceLike = None, temperature=0.7, top_k=None, top_p=None,
-                         min_eos_p=0.2, max_gen_duration_s=None, allow_early_stop=True, seed=None,
-                         silent: bool = False):
-        """Text (or a list) -> semantic tokens (n,) int64 (or a list)."""
-        texts, many = _as_list(text, "texts")
-        opts = SemanticOptions(temperature, top_k, top_p, min_eos_p, max_gen_duration_s, allow_early_stop)
-        tokens = np.stack([self.text.encode(t) for t in texts])
-        history = semantic_history(self.load_voice(voice))
-        out = generate_semantic(self.semantic_decoder, tokens, history, opts, _rng(seed), silent)
+    # ------------------------------------------------------------ stages
+
+    def _run_each(self, pipelines: list, many: bool):
+        jobs = [self.engine.submit(p) for p in pipelines]
+        try:
+            out = [job.result() for job in jobs]
+        finally:
+            for job in jobs:
+                job.cancel()  # a no-op for finished ones; frees the rest when one failed or we were interrupted
         return out if many else out[0]
 
-    def semantic_to_coarse(self, semantic, voice: VoiceLike = None, temperature=0.7, top_k=None, top_p=None,
-                           max_coarse_history=630, sliding_window_len=60, seed=None, silent: bool = False):
-        """Semantic tokens (or a list) -> coarse codes (2, n) (or a list)."""
+    def text_to_semantic(self, text, voice: VoiceLike = None, *, seed=None, silent: bool = False,
+                         options: Any = None, **keywords):
+        """Text (or a list) -> semantic tokens (n,) int64 (or a list). Keywords: SemanticOptions' fields."""
+        texts, many = _as_list(text, "texts")
+        opts = resolve(options, keywords, stage_keywords("semantic")).semantic
+        tokens = [self.text.encode(t) for t in texts]
+        history = semantic_history(self.load_voice(voice))
+        seeds = _item_seeds(seed, len(texts), many)
+        return self._run_each([semantic_loop(t, history, opts, np.random.default_rng(s), Progress(not silent))
+                               for t, s in zip(tokens, seeds)], many)
+
+    def semantic_to_coarse(self, semantic, voice: VoiceLike = None, *, seed=None, silent: bool = False,
+                           options: Any = None, **keywords):
+        """Semantic tokens (or a list) -> coarse codes (2, n) (or a list). Keywords: CoarseOptions' fields."""
         rows, many = _as_list(semantic, "semantic arrays")
         rows = [check_semantic(r) for r in rows]
-        opts = CoarseOptions(temperature, top_k, top_p, max_coarse_history, sliding_window_len)
-        out = generate_coarse(self.coarse_decoder, rows, self.load_voice(voice), opts, _rng(seed), silent)
-        return out if many else out[0]
+        opts = resolve(options, keywords, stage_keywords("coarse")).coarse
+        v = self.load_voice(voice)
+        seeds = _item_seeds(seed, len(rows), many)
+        return self._run_each([coarse_loop(r, v, opts, np.random.default_rng(s), Progress(not silent))
+                               for r, s in zip(rows, seeds)], many)
 
-    def coarse_to_fine(self, coarse, voice: VoiceLike = None, temperature=0.5, seed=None, silent: bool = True):
-        """Coarse codes (2, n) (or a list) -> fine codes (8, n) (or a list)."""
+    def coarse_to_fine(self, coarse, voice: VoiceLike = None, *, seed=None, silent: bool = True,
+                       options: Any = None, **keywords):
+        """Coarse codes (2, n) (or a list) -> fine codes (8, n) (or a list). Keyword: temperature (0.5)."""
         rows, many = _as_list(coarse, "coarse arrays")
         rows = [check_coarse(r) for r in rows]
+        opts = resolve(options, keywords, stage_keywords("fine")).fine
         v = self.load_voice(voice)
-        rng = _rng(seed)
-        out: list = [None] * len(rows)
-        for idx in _groups([r.shape for r in rows]).values():
-            for i, res in zip(idx, generate_fine(self.sessions["fine"], [rows[i] for i in idx], v, temperature,
-                                                 rng, silent)):
-                out[i] = res
-        return out if many else out[0]
+        seeds = _item_seeds(seed, len(rows), many)
+        return self._run_each([fine_loop(r, v, opts.temperature, np.random.default_rng(s), Progress(not silent))
+                               for r, s in zip(rows, seeds)], many)
 
     def decode(self, fine):
         """Fine codes (8, n) (or a list) -> float32 audio (n * 320,) at 24 kHz (or a list)."""
         rows, many = _as_list(fine, "fine arrays")
-        checked = []
-        for r in rows:
-            arr = np.asarray(r)
-            if arr.ndim != 2 or arr.shape[0] != N_FINE_CODEBOOKS or arr.shape[1] == 0 or arr.dtype.kind not in "iu":
-                raise InputError(f"fine codes must be an integer array of shape (8, T > 0), got {arr.shape}")
-            if arr.min() < 0 or arr.max() >= CODEBOOK_SIZE:
-                raise InputError(f"fine codes must lie in [0, {CODEBOOK_SIZE}), got [{arr.min()}, {arr.max()}]")
-            checked.append(arr.astype(np.int64))
-        out: list = [None] * len(checked)
-        for idx in _groups([r.shape[1] for r in checked]).values():
-            audio = self.sessions["codec"].run(None, {"codes": np.stack([checked[i] for i in idx])})[0]
-            for i, a in zip(idx, audio):
-                out[i] = np.ascontiguousarray(a, dtype=np.float32)
-        return out if many else out[0]
+        return self._run_each([decode(check_fine(r)) for r in rows], many)
 
     # ------------------------------------------------------------ whole pipeline
 
-    def generate(self, text, voice: VoiceLike = None, text_temperature=0.7, waveform_temperature=0.7,
-                 seed=None, silent: bool = False, output_full: bool = False, fine_temperature=0.5):
-        """Text (or a list) -> float32 audio at 24 kHz (or a list).
+    def _requests(self, text, voice, seed, options, keywords, stream: bool, silent: bool):
+        texts, many = _as_list(text, "texts")
+        opts = resolve(options, keywords, PIPELINE_KEYWORDS)
+        tokens = [self.text.encode(t) for t in texts]
+        v = self.load_voice(voice)
+        seeds = _item_seeds(seed, len(texts), many)
+        return [generation(t, v, opts, s, stream, Progress(not silent)) for t, s in zip(tokens, seeds)], many
+
+    def synthesize(self, text, voice: VoiceLike = None, *, seed=None, silent: bool = False, options: Any = None,
+                   **keywords) -> Generation | list[Generation]:
+        """Text (or a list) -> a `Generation` (or a list): audio, every stage's tokens, timings.
+
+        Keywords (shorthand for `options`): text_temperature, waveform_temperature,
+        fine_temperature, top_k and top_p (semantic and coarse), min_eos_p,
+        max_gen_duration_s, allow_early_stop, max_coarse_history, sliding_window_len.
+        """
+        pipelines, many = self._requests(text, voice, seed, options, keywords, False, silent)
+        return self._run_each(pipelines, many)
+
+    def generate(self, text, voice: VoiceLike = None, *, seed=None, silent: bool = False, output_full: bool = False,
+                 options: Any = None, **keywords):
+        """Text (or a list) -> float32 audio at 24 kHz (or a list); keywords as `synthesize`.
 
         With output_full=True returns (audio, prompt), where prompt is the dict
         {semantic_prompt, coarse_prompt, fine_prompt} that `np.savez` stores as a voice.
         """
-        rngs = _stage_rngs(seed)
-        v = self.load_voice(voice)
-        t0 = time.perf_counter()
-        semantic = self.text_to_semantic(text, v, temperature=text_temperature, seed=rngs[0], silent=silent)
-        t1 = time.perf_counter()
-        coarse = self.semantic_to_coarse(semantic, v, temperature=waveform_temperature, seed=rngs[1], silent=silent)
-        t2 = time.perf_counter()
-        fine = self.coarse_to_fine(coarse, v, temperature=fine_temperature, seed=rngs[2], silent=silent)
-        t3 = time.perf_counter()
-        audio = self.decode(fine)
-        t4 = time.perf_counter()
-        self.timings = {"semantic": t1 - t0, "coarse": t2 - t1, "fine": t3 - t2, "codec": t4 - t3}
+        result = self.synthesize(text, voice, seed=seed, silent=silent, options=options, **keywords)
+        results = result if isinstance(result, list) else [result]
         if not output_full:
-            return audio
-        if isinstance(audio, list):
-            prompts = [dict(semantic_prompt=s, coarse_prompt=c, fine_prompt=f) for s, c, f in zip(semantic, coarse, fine)]
-            return audio, prompts
-        return audio, dict(semantic_prompt=semantic, coarse_prompt=coarse, fine_prompt=fine)
+            audio = [r.audio for r in results]
+            return audio if isinstance(result, list) else audio[0]
+        pairs = [(r.audio, r.prompt) for r in results]
+        if isinstance(result, list):
+            return [p[0] for p in pairs], [p[1] for p in pairs]
+        return pairs[0]
 
-    # ------------------------------------------------------------ streaming and long text
-
-    def stream(self, text: str, voice: VoiceLike = None, text_temperature=0.7, waveform_temperature=0.7,
-               fine_temperature=0.5, seed=None, silent: bool = True, **semantic_options) -> Iterator[np.ndarray]:
-        """Yield float32 chunks of 24 kHz audio as soon as each can be decoded.
-
-        The semantic stage runs first, then audio follows the coarse windows
-        (see stream.py for how chunks join and how the result differs from
-        `generate`). `semantic_options` go to text_to_semantic (min_eos_p,
-        max_gen_duration_s, allow_early_stop, top_k, top_p).
-        """
+    def stream(self, text: str, voice: VoiceLike = None, *, seed=None, silent: bool = True, options: Any = None,
+               **keywords) -> Job:
+        """Float32 chunks of 24 kHz audio as soon as each can be decoded: iterate the returned job
+        (`for chunk in tts.stream(...)`); `job.result()` is then the whole `Generation`."""
         if not isinstance(text, str):
             raise InputError("stream takes one text; for a list, stream each or use generate([...])")
+        pipelines, _ = self._requests(text, voice, seed, options, keywords, True, silent)
+        return self.engine.submit(pipelines[0])
+
+    # ------------------------------------------------------------ long text
+
+    def _long_request(self, text, voice, history, pause_s, max_words, seed, options, keywords, stream, silent):
+        if history not in LONG_HISTORIES:
+            raise InputError(f"history must be 'voice' or 'previous', got {history!r}")
+        if isinstance(pause_s, bool) or not isinstance(pause_s, (int, float, np.number)) \
+                or not 0 <= float(pause_s) <= 10:
+            raise InputError(f"pause_s must be a number of seconds in [0, 10], got {pause_s!r}")
+        opts = resolve(options, keywords, PIPELINE_KEYWORDS)
+        segments = [self.text.encode(s) for s in split_text(text, max_words)]
         v = self.load_voice(voice)
-        rngs = _stage_rngs(seed)
-        semantic = self.text_to_semantic(text, v, temperature=text_temperature, seed=rngs[0], silent=silent,
-                                         **semantic_options)  # errors surface here, before the first chunk
-        opts = CoarseOptions(waveform_temperature)
-        return self._stream_semantic(semantic, v, opts, fine_temperature, rngs, silent)
+        return long_generation(segments, v, history, float(pause_s), opts, check_seed(seed), stream,
+                               Progress(not silent))
 
-    def _stream_semantic(self, semantic, voice, opts, fine_temperature, rngs, silent):
-        """The chunk generator; its return value is the generation as a voice prompt."""
-        windows = coarse_windows(self.coarse_decoder, [check_semantic(semantic)], voice, opts, rngs[1], silent)
-        fine = ChunkedFine(self.sessions["fine"], voice, fine_temperature, rngs[2])
-        last_coarse = []
-
-        def tracked():
-            for rows in windows:
-                last_coarse[:] = rows
-                yield rows
-
-        yield from stream_chunks(tracked(), fine, ChunkedCodec(self.sessions["codec"]))
-        st = fine.state
-        return dict(semantic_prompt=semantic, coarse_prompt=last_coarse[0], fine_prompt=st.codes[:, st.n_history:])
-
-    def stream_long(self, text: str, voice: VoiceLike = None, history: str = "voice", pause_s: float = 0.25,
-                    max_words: int = MAX_WORDS, text_temperature=0.7, waveform_temperature=0.7,
-                    fine_temperature=0.5, seed=None, silent: bool = False) -> Iterator[np.ndarray]:
-        """Long text, streamed: segments at sentence/clause boundaries, joined by `pause_s` of silence.
+    def stream_long(self, text: str, voice: VoiceLike = None, *, history: str = "voice", pause_s: float = 0.25,
+                    max_words: int = MAX_WORDS, seed=None, silent: bool = True, options: Any = None,
+                    **keywords) -> Job:
+        """Long text, streamed: segments cut at sentences and clauses, joined by `pause_s` of silence.
 
         history="voice": every segment uses `voice` as its history (steady timbre);
         history="previous": each segment continues from the previous one's generation.
         """
-        if history not in ("voice", "previous"):
-            raise InputError(f"history must be 'voice' or 'previous', got {history!r}")
-        if pause_s < 0:
-            raise InputError(f"pause_s must be >= 0, got {pause_s}")
-        segments = split_text(text, max_words)
-        v = self.load_voice(voice)
-        rngs = _stage_rngs(seed, len(segments))
-        return self._stream_segments(segments, v, history, pause_s, text_temperature, waveform_temperature,
-                                     fine_temperature, rngs, silent)
+        return self.engine.submit(self._long_request(text, voice, history, pause_s, max_words, seed, options,
+                                                     keywords, True, silent))
 
-    def _stream_segments(self, segments, voice, history, pause_s, text_t, wave_t, fine_t, rngs, silent):
-        pause = np.zeros(int(round(pause_s * self.sample_rate)), np.float32)
-        current = voice
-        for i, segment in enumerate(tqdm(segments, desc="segments", unit="seg", disable=silent)):
-            if i and pause.size:
-                yield pause
-            r = _stage_rngs(rngs[i])
-            semantic = self.text_to_semantic(segment, current, temperature=text_t, seed=r[0], silent=True)
-            prompt = yield from self._stream_semantic(semantic, current, CoarseOptions(wave_t), fine_t, r, True)
-            if history == "previous":
-                current = prompt
+    def generate_long(self, text: str, voice: VoiceLike = None, *, history: str = "voice", pause_s: float = 0.25,
+                      max_words: int = MAX_WORDS, seed=None, silent: bool = False, options: Any = None,
+                      **keywords) -> np.ndarray:
+        """Long text in one call: float32 audio of every segment, joined by `pause_s` of silence."""
+        return self.synthesize_long(text, voice, history=history, pause_s=pause_s, max_words=max_words, seed=seed,
+                                    silent=silent, options=options, **keywords).audio
 
-    def generate_long(self, text: str, voice: VoiceLike = None, history: str = "voice", pause_s: float = 0.25,
-                      max_words: int = MAX_WORDS, text_temperature=0.7, waveform_temperature=0.7,
-                      fine_temperature=0.5, seed=None, silent: bool = False) -> np.ndarray:
-        """Long text in one call: `stream_long` collected into one float32 array."""
-        chunks = list(self.stream_long(text, voice, history, pause_s, max_words, text_temperature,
-                                       waveform_temperature, fine_temperature, seed, silent))
-        return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    def synthesize_long(self, text: str, voice: VoiceLike = None, *, history: str = "voice", pause_s: float = 0.25,
+                        max_words: int = MAX_WORDS, seed=None, silent: bool = False, options: Any = None,
+                        **keywords) -> Generation:
+        """`generate_long` returning the `Generation` (tokens of all segments end to end)."""
+        return self._run_each([self._long_request(text, voice, history, pause_s, max_words, seed, options, keywords,
+                                                  False, silent)], False)
+
+    def submit(self, text: str, voice: VoiceLike = None, *, seed=None, options: Any = None, long: bool = False,
+               history: str = "voice", pause_s: float = 0.25, max_words: int = MAX_WORDS, **keywords) -> Job:
+        """Queue one streamed request and return at once (for services): iterate the job for chunks
+        (`async for` in an event loop), `job.result()` for the `Generation`, `job.cancel()` to stop it.
+        Raises QueueFullError when the queue is full."""
+        if not isinstance(text, str):
+            raise InputError(f"text must be a string, got {type(text).__name__}")
+        if long:
+            pipeline = self._long_request(text, voice, history, pause_s, max_words, seed, options, keywords, True,
+                                          True)
+        else:
+            pipeline = self._requests(text, voice, seed, options, keywords, True, True)[0][0]
+        return self.engine.submit(pipeline)
+

@@ -19,7 +19,11 @@ from .errors import BarkOnnxError, ModelDirError
 logger = logging.getLogger(__name__)
 
 HUB_MODELS = {True: "suno/bark-small", False: "suno/bark"}
-SUNO_FILES = {True: ("text.pt", "coarse.pt", "fine.pt"), False: ("text_2.pt", "coarse_2.pt", "fine_2.pt")}
+# Suno's checkpoint files per model size and stage (bark-small and bark)
+SUNO_FILES = {
+    "small": {"semantic": "text.pt", "coarse": "coarse.pt", "fine": "fine.pt"},
+    "large": {"semantic": "text_2.pt", "coarse": "coarse_2.pt", "fine": "fine_2.pt"},
+}
 
 
 def cache_home() -> Path:
@@ -45,12 +49,13 @@ def ensure_model(small: bool, precision: str = "fp32", progress: bool = True) ->
     if (target / CONFIG_FILE).is_file():
         return target
     suno_dir = cache_home() / "suno" / "bark_v0"
-    if all((suno_dir / f).is_file() for f in SUNO_FILES[small]):
-        source = str(suno_dir / SUNO_FILES[small][0])
+    files = SUNO_FILES["small" if small else "large"]
+    if all((suno_dir / f).is_file() for f in files.values()):
+        source = str(suno_dir / files["semantic"])
     else:
         source = HUB_MODELS[small]
     try:
-        from .export.exporter import export_model
+        from bark_onnx.export.exporter import export_model
     except ImportError:
         raise BarkOnnxError(
             f"no model in {target}; exporting {source} there needs the export extra "

@@ -16,7 +16,7 @@ EXPORT_HINT = "this subcommand needs the export extra: pip install 'bark-onnx[ex
 
 
 def _export_parser(sub) -> None:
-    from .export.cli import add_arguments  # argparse only: no torch
+    from bark_onnx.export.cli import add_arguments  # argparse only: no torch
 
     p = sub.add_parser("export", help="export a Bark checkpoint to an ONNX model directory")
     add_arguments(p)
@@ -24,7 +24,7 @@ def _export_parser(sub) -> None:
 
 
 def _run_export(args) -> int:
-    from .export.cli import run
+    from bark_onnx.export.cli import run
 
     try:
         return run(args)
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _export_parser(sub)
     from . import cli_runtime
-    from .benchmarks.cli import add_parsers as add_bench_parsers  # argparse only: no torch, no pytest
+    from bark_onnx.benchmarks.cli import add_parsers as add_bench_parsers  # argparse only: no torch, no pytest
 
     cli_runtime.add_parsers(sub)
     add_bench_parsers(sub)

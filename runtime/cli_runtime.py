@@ -122,7 +122,7 @@ def cmd_voices(args) -> int:
 
 def cmd_demo(args) -> int:
     try:
-        from .export.demo import run_demo
+        from bark_onnx.export.demo import run_demo
     except ImportError as err:
         raise BarkOnnxError(f"demo needs the export extra to build its random model: "
                             f"pip install 'bark-onnx[export]' ({err})") from None

@@ -1,56 +1,31 @@
 """Stage 2: semantic tokens -> 2 coarse EnCodec codebooks (Bark's `generate_coarse`).
 
 Coarse tokens interleave codebooks 0 and 1 (offsets 10 000 and 11 024). The
-loop runs in windows of 60 steps; each window starts a fresh KV cache with a
-prefill of up to 256 semantic tokens around the current position, the infer
-token, and the last 630 coarse tokens, then samples up to 60 tokens.
+loop runs in windows of 60 steps; each window prefills a fresh sequence with up
+to 256 semantic tokens around the current position, the infer token and the
+last 630 coarse tokens, then samples up to 60 tokens. While the semantic part
+repeats from one window to the next, the cache keeps those positions (see
+decoder.py) and the prefill computes only the coarse history.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from bark_onnx.kernels.sampling import sample
 
-from .constants import (
-    CODEBOOK_SIZE, COARSE_INFER_TOKEN, COARSE_SEMANTIC_PAD_TOKEN, CONTEXT_WINDOW_SIZE, MAX_TEXT_TOKENS,
-    N_COARSE_CODEBOOKS, SEMANTIC_TO_COARSE_RATIO, SEMANTIC_VOCAB_SIZE,
-)
-from .decoder import CausalDecoder
+from .constants import CODEBOOK_SIZE, COARSE_INFER_TOKEN, COARSE_SEMANTIC_PAD_TOKEN, MAX_TEXT_TOKENS, \
+    N_COARSE_CODEBOOKS, SEMANTIC_TO_COARSE_RATIO, SEMANTIC_VOCAB_SIZE
 from .errors import InputError
-from .semantic import check_sampling
-
-
-@dataclass(frozen=True)
-class CoarseOptions:
-    temperature: float | None = 0.7
-    top_k: int | None = None
-    top_p: float | None = None
-    max_coarse_history: int = 630
-    sliding_window_len: int = 60
-
-    def __post_init__(self):
-        check_sampling(self.temperature, self.top_k, self.top_p)
-        if not 60 <= self.max_coarse_history <= 630:
-            raise InputError(f"max_coarse_history must lie in [60, 630], got {self.max_coarse_history}")
-        if self.sliding_window_len < 1:
-            raise InputError(f"sliding_window_len must be positive, got {self.sliding_window_len}")
-        if self.max_coarse_history + self.sliding_window_len > CONTEXT_WINDOW_SIZE - MAX_TEXT_TOKENS:
-            raise InputError(
-                f"max_coarse_history + sliding_window_len must be at most {CONTEXT_WINDOW_SIZE - MAX_TEXT_TOKENS}, "
-                f"got {self.max_coarse_history} + {self.sliding_window_len}"
-            )
-
-    @property
-    def max_semantic_history(self) -> int:
-        return int(np.floor(self.max_coarse_history / SEMANTIC_TO_COARSE_RATIO))
+from .options import CoarseOptions
+from .progress import Progress
+from .work import Prefill, Release, Step
 
 
 def check_semantic(semantic) -> np.ndarray:
+    """The coarse stage's input: a non-empty 1-D array of semantic tokens."""
     arr = np.asarray(semantic)
     if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu":
         raise InputError(f"semantic tokens must be a non-empty 1-D integer array, got shape {arr.shape} {arr.dtype}")
@@ -84,67 +59,48 @@ def n_coarse_steps(n_semantic: int) -> int:
     return int(round(np.floor(n_semantic * SEMANTIC_TO_COARSE_RATIO / N_COARSE_CODEBOOKS) * N_COARSE_CODEBOOKS))
 
 
-def coarse_windows(decoder: CausalDecoder, semantic: list[np.ndarray], voice: dict | None, opts: CoarseOptions,
-                   rng: np.random.Generator | None, silent: bool = False) -> Iterator[list[np.ndarray]]:
-    """Run the coarse loop; after every window yield each row's (2, n) codes so far.
+def coarse_loop(semantic: np.ndarray, voice: dict | None, opts: CoarseOptions, rng: np.random.Generator | None,
+                progress: Progress | None = None,
+                after_window: Callable[[np.ndarray, bool], Iterator] | None = None):
+    """Work items in, coarse codes (2, n) out.
 
-    Rows (same voice) run in lockstep: their windows line up because they share
-    the voice; a row whose steps are done rides along and its samples are ignored.
+    after_window(codes so far, last): a generator run after every window (the
+    stream's fine and codec chunks), once the cache row is free after the last.
     """
     sem_hist, coarse_hist = coarse_history(voice, opts)
-    batch = len(semantic)
-    steps = np.array([n_coarse_steps(len(s)) for s in semantic])
-    total_steps = int(steps.max())
-    x_semantic = [np.concatenate([sem_hist, s]) for s in semantic]
-    x_coarse = np.zeros((batch, len(coarse_hist) + total_steps), dtype=np.int64)
-    x_coarse[:, : len(coarse_hist)] = coarse_hist
+    total_steps = n_coarse_steps(len(semantic))
+    x_semantic = np.concatenate([sem_hist, semantic])
+    x_coarse = np.concatenate([coarse_hist, np.zeros(total_steps, np.int64)])
     filled = n0 = len(coarse_hist)
     base = len(sem_hist)
-    window = opts.sliding_window_len
-    n_windows = int(np.ceil(total_steps / window))
     n_step = 0
-    previous = None  # the last window's semantic part: while it repeats, its cached keys stay valid
-    owner = object()  # this generator's claim on the decoder's cache
-    for _ in tqdm(range(n_windows), desc="coarse", unit="window", disable=silent, leave=False):
+    progress = progress or Progress.off()
+    progress.start("coarse", total_steps, "tok")
+    while n_step < total_steps:
         semantic_idx = base + int(round(n_step / SEMANTIC_TO_COARSE_RATIO))
         start = max(0, semantic_idx - opts.max_semantic_history)
-        x_in = np.full((batch, MAX_TEXT_TOKENS), COARSE_SEMANTIC_PAD_TOKEN, dtype=np.int64)
-        for b, row in enumerate(x_semantic):
-            part = row[start: start + MAX_TEXT_TOKENS]
-            x_in[b, : part.size] = part
-        history = x_coarse[:, max(0, filled - opts.max_coarse_history): filled]
-        prompt = np.concatenate([x_in, np.full((batch, 1), COARSE_INFER_TOKEN), history], 1)
-        # Causal attention: positions 0..256 (semantic + infer) depend on those tokens alone, so a
-        # window with the same semantic part as the last one reuses their cached keys and values.
-        prefix = MAX_TEXT_TOKENS + 1
-        if previous is not None and np.array_equal(previous, x_in) and decoder.can_keep(batch, prefix, owner):
-            decoder.start(batch, keep=prefix, owner=owner)
-            logits = decoder.forward(prompt[:, prefix:])
-        else:
-            decoder.start(batch, owner=owner)
-            logits = decoder.forward(prompt)
-        previous = x_in
-        for k in range(window):
-            if n_step >= total_steps:
-                break
+        x_in = np.full(MAX_TEXT_TOKENS, COARSE_SEMANTIC_PAD_TOKEN, dtype=np.int64)
+        part = x_semantic[start: start + MAX_TEXT_TOKENS]
+        x_in[: part.size] = part
+        history = x_coarse[max(0, filled - opts.max_coarse_history): filled]
+        logits = yield Prefill("coarse", np.concatenate([x_in, [COARSE_INFER_TOKEN], history]))
+        for k in range(min(opts.sliding_window_len, total_steps - n_step)):
             if k > 0:
-                logits = decoder.forward(x_coarse[:, filled - 1: filled])
+                logits = yield Step("coarse", int(x_coarse[filled - 1]))
             codebook = n_step % N_COARSE_CODEBOOKS
-            cols = slice(codebook * CODEBOOK_SIZE, (codebook + 1) * CODEBOOK_SIZE)  # graph columns start at 10 000
-            tokens, _ = sample(logits[:, cols], opts.temperature, rng, opts.top_k, opts.top_p)
-            x_coarse[:, filled] = tokens + SEMANTIC_VOCAB_SIZE + codebook * CODEBOOK_SIZE
+            cols = logits[codebook * CODEBOOK_SIZE: (codebook + 1) * CODEBOOK_SIZE]  # graph columns start at 10 000
+            token = sample(cols[None], opts.temperature, rng, opts.top_k, opts.top_p)[0][0]
+            x_coarse[filled] = token + SEMANTIC_VOCAB_SIZE + codebook * CODEBOOK_SIZE
             filled += 1
             n_step += 1
-        yield [_unflatten(x_coarse[b, n0: n0 + min(n_step, steps[b])]) for b in range(batch)]
-
-
-def generate_coarse(decoder: CausalDecoder, semantic: list[np.ndarray], voice: dict | None, opts: CoarseOptions,
-                    rng: np.random.Generator | None, silent: bool = False) -> list[np.ndarray]:
-    """Semantic rows (same voice) -> one (2, n) coarse array per row."""
-    out = None
-    for out in coarse_windows(decoder, semantic, voice, opts, rng, silent):
-        pass
-    return out
+        progress.update(min(opts.sliding_window_len, total_steps))
+        last = n_step >= total_steps
+        if last:
+            progress.close()
+            yield Release("coarse")
+        if after_window is not None:
+            yield from after_window(_unflatten(x_coarse[n0:filled]), last)
+    return _unflatten(x_coarse[n0:filled])
 
 
 def _unflatten(flat: np.ndarray) -> np.ndarray:

@@ -20,6 +20,8 @@ from .bark import Bark
 from .cache import ensure_model, suno_use_small
 from .constants import SAMPLE_RATE
 from .errors import VoiceError
+from .options import check_seed
+from .pipeline import stage_rngs
 from .voices import validate_voice
 
 _MODEL: Bark | None = None
@@ -43,30 +45,39 @@ def _model() -> Bark:
     return _MODEL if _MODEL is not None else preload_models()
 
 
-def text_to_semantic(text: str, history_prompt=None, temp: float = 0.7, silent: bool = False, seed=None) -> np.ndarray:
-    return _model().text_to_semantic(text, history_prompt, temperature=temp, silent=silent, seed=seed)
+def text_to_semantic(text: str, history_prompt=None, temp: float = 0.7, silent: bool = False, seed=None,
+                     options=None, **keywords) -> np.ndarray:
+    """Bark's text_to_semantic; keywords as `Bark.text_to_semantic` (top_k, min_eos_p, ...)."""
+    return _model().text_to_semantic(text, history_prompt, temperature=temp, silent=silent, seed=seed,
+                                     options=options, **keywords)
 
 
 def semantic_to_waveform(semantic_tokens: np.ndarray, history_prompt=None, temp: float = 0.7, silent: bool = False,
-                         output_full: bool = False, seed=None):
+                         output_full: bool = False, seed=None, options=None, **keywords):
+    """Bark's semantic_to_waveform: coarse, fine and codec (fine at temperature 0.5, as Bark);
+    keywords: CoarseOptions' fields and fine_temperature. Returns audio, or (full_generation, audio)."""
     tts = _model()
-    rng = np.random.default_rng(seed)
+    fine_temp = keywords.pop("fine_temperature", 0.5)
+    seeds = stage_rngs(check_seed(seed), 2)
     voice = tts.load_voice(history_prompt)
-    coarse = tts.semantic_to_coarse(semantic_tokens, voice, temperature=temp, silent=silent, seed=rng)
-    fine = tts.coarse_to_fine(coarse, voice, temperature=0.5, seed=rng)
+    coarse = tts.semantic_to_coarse(semantic_tokens, voice, temperature=temp, silent=silent, seed=seeds[0],
+                                    options=options, **keywords)
+    fine = tts.coarse_to_fine(coarse, voice, temperature=fine_temp, seed=seeds[1])
     audio = tts.decode(fine)
     if output_full:
-        return {"semantic_prompt": semantic_tokens, "coarse_prompt": coarse, "fine_prompt": fine}, audio
+        return {"semantic_prompt": np.asarray(semantic_tokens), "coarse_prompt": coarse, "fine_prompt": fine}, audio
     return audio
 
 
 def generate_audio(text: str, history_prompt=None, text_temp: float = 0.7, waveform_temp: float = 0.7,
-                   silent: bool = False, output_full: bool = False, seed=None):
-    """Bark's generate_audio: returns audio, or (full_generation, audio) with output_full."""
-    rng = np.random.default_rng(seed)
-    semantic = text_to_semantic(text, history_prompt, temp=text_temp, silent=silent, seed=rng)
-    return semantic_to_waveform(semantic, history_prompt, temp=waveform_temp, silent=silent,
-                                output_full=output_full, seed=rng)
+                   silent: bool = False, output_full: bool = False, seed=None, options=None, **keywords):
+    """Bark's generate_audio: returns audio, or (full_generation, audio) with output_full.
+
+    The same audio as `Bark.generate` for the same arguments and seed; keywords as `Bark.generate`.
+    """
+    result = _model().synthesize(text, history_prompt, seed=seed, silent=silent, options=options,
+                                 text_temperature=text_temp, waveform_temperature=waveform_temp, **keywords)
+    return (result.prompt, result.audio) if output_full else result.audio
 
 
 def save_as_prompt(filepath: str | os.PathLike, full_generation: dict) -> None:

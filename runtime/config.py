@@ -16,7 +16,7 @@ from typing import Any
 from . import constants as C
 from .errors import ModelDirError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: causal graphs take one past_length per row
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 VOICES_DIR = "voices"

@@ -1,13 +1,23 @@
-"""Step-by-step runner of a causal graph (semantic or coarse) that owns its KV cache.
+"""The KV caches of a causal graph (semantic or coarse) and the sequences that own their rows.
 
-`inplace` graphs: one (B, nh, max_len, hs) buffer per layer and per K/V,
-allocated once for a batch size on the session's device and bound through IO
-binding as both `past_*` and `present_*`; a step writes its row in place and
-nothing is copied or reallocated. Starting a new sequence only resets the
-filled length.
+`inplace` graphs: one (rows, heads, max_len, head_dim) buffer per layer and per
+K/V, allocated once on the session's device. A `Sequence` owns one row; a call
+binds the rows it needs (by address) as both `past_*` and `present_*`, and
+ONNX Runtime's GroupQueryAttention writes each row's new keys in place at that
+row's own `past_length`. So rows of different requests, each at its own length,
+step together in one graph call, and nothing is copied or reallocated.
 
-`concat` graphs: the cache grows by one row per step; presents stay on the
-device as OrtValues and are bound as the next step's pasts.
+    buffer  row 0 │ seq A: 257 + 40 filled │
+            row 1 │ (free)                 │   step([A, C]) binds rows 0..2 (B = 3);
+            row 2 │ seq C: 300 filled      │   row 1 rides along on a dummy token
+
+`concat` graphs (standard ops, for TensorRT and other runtimes): each
+sequence keeps its own growing cache as device OrtValues; sequences run one
+graph call each.
+
+A prefill keeps the positions its prompt shares with the row's previous prompt
+(causal attention: a position's keys depend on the tokens up to it alone), so
+the coarse windows that repeat their semantic prefix recompute only the rest.
 """
 
 from __future__ import annotations
@@ -16,106 +26,195 @@ import numpy as np
 import onnxruntime as ort
 
 from .config import GPTConfig, GraphInfo
-from .errors import InputError
+from .errors import BarkOnnxError, InputError
 from .sessions import Placement
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
+class Sequence:
+    """One request's row of a decoder's cache: how much is filled and with what prompt."""
+
+    __slots__ = ("row", "length", "prompt", "pasts")
+
+    def __init__(self, row: int):
+        self.row = row
+        self.length = 0
+        self.prompt: np.ndarray | None = None  # ids (and merge ids) of the last prefill
+        self.pasts: list[ort.OrtValue] = []  # concat layout only
+
+
+class RowsFullError(BarkOnnxError):
+    """Every row of a decoder's cache is taken (the engine admits no more requests than rows)."""
+
+
 class CausalDecoder:
     def __init__(self, session: ort.InferenceSession, info: GraphInfo, cfg: GPTConfig, kv_layout: str,
-                 placement: Placement):
+                 placement: Placement, max_rows: int = 1):
         self.session, self.info, self.cfg = session, info, cfg
         self.inplace = kv_layout == "inplace"
         self.device = placement.device
         self.max_len = cfg.block_size
+        self.max_rows = max_rows
         types = {i.name: i.type for i in session.get_inputs()}
         self.kv_dtype = _NP_TYPES[types["past_key.0"]]
         self.has_merge = "merge_ids" in types
-        self.layers = range(cfg.n_layer)
-        self.binding = session.io_binding()
-        self._logits = np.zeros((1, info.logits_size), np.float32)
-        self._bind_logits(1)  # bound first: get_outputs()[0] is the logits
-        self.batch = 0
-        self.length = 0
-        self.owner: object = None  # who started the cached sequence (see start)
+        self.names = [(f"past_{kind}.{i}", f"present_{kind}.{i}") for i in range(cfg.n_layer)
+                      for kind in ("key", "value")]
+        self.row_shape = (cfg.n_head, self.max_len, cfg.head_dim)
+        self.row_bytes = int(np.prod(self.row_shape)) * np.dtype(self.kv_dtype).itemsize
         self._buffers: list[ort.OrtValue] = []
+        if self.inplace:  # untouched pages of a CPU buffer take no memory until a row is used
+            self._buffers = [ort.OrtValue.ortvalue_from_shape_and_type((max_rows, *self.row_shape), self.kv_dtype,
+                                                                       self.device, 0) for _ in self.names]
+        self._bindings: dict[tuple[int, int], tuple[ort.IOBinding, np.ndarray]] = {}
+        self._open: dict[int, Sequence] = {}
 
-    def _kv_names(self):
-        for i in self.layers:
-            for kind in ("key", "value"):
-                yield f"past_{kind}.{i}", f"present_{kind}.{i}"
+    # ------------------------------------------------------------ rows
 
-    def _bind_logits(self, batch: int) -> None:
-        """Logits land in a host array owned here (rebinding a name keeps its place in the outputs)."""
-        self._logits = np.zeros((batch, self.info.logits_size), np.float32)
-        self.binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self._logits))
+    def open(self) -> Sequence:
+        """A sequence on the lowest free row (low rows keep a step's row range short)."""
+        free = [r for r in range(self.max_rows) if r not in self._open]
+        if not free:
+            raise RowsFullError(f"all {self.max_rows} cache rows are in use")
+        seq = Sequence(free[0])
+        self._open[seq.row] = seq
+        return seq
 
-    def start(self, batch: int, keep: int = 0, owner: object = None) -> None:
-        """Begin a new sequence of `batch` rows (the buffers are reused when the batch size is unchanged).
+    def close(self, seq: Sequence) -> None:
+        if self._open.get(seq.row) is seq:
+            del self._open[seq.row]
+        seq.pasts = []
 
-        keep: with an in-place cache and one row (see can_keep), keep the first `keep`
-        positions of the previous sequence (a shared prefix) instead of recomputing them.
-        owner: who starts this sequence; only the same owner may keep its prefix, so two
-        interleaved generators on one decoder never read each other's cache.
+    @property
+    def rows_in_use(self) -> int:
+        return len(self._open)
+
+    # ------------------------------------------------------------ calls
+
+    def prefill(self, seqs: list[Sequence], ids: np.ndarray, merge: np.ndarray | None = None) -> np.ndarray:
+        """Prompts (n, S) into the sequences' rows, from position 0; returns logits (n, V).
+
+        Several sequences run as one call when their rows are consecutive and
+        none keeps a prefix; otherwise one call each.
         """
-        if keep:
-            if not self.can_keep(batch, keep, owner):
-                raise InputError(f"cannot keep {keep} cached positions (batch {batch}, cached {self.length})")
-            self.length = keep
-            return
-        self.owner = owner
-        shape_len = self.max_len if self.inplace else 0
-        if batch != self.batch or not self.inplace:
-            shape = (batch, self.cfg.n_head, shape_len, self.cfg.head_dim)
-            self._buffers = [
-                ort.OrtValue.ortvalue_from_shape_and_type(shape, self.kv_dtype, self.device, 0)
-                for _ in self._kv_names()
-            ]
-            for buf, (past, present) in zip(self._buffers, self._kv_names()):
-                self.binding.bind_ortvalue_input(past, buf)
-                if self.inplace:
-                    self.binding.bind_ortvalue_output(present, buf)
-                else:
-                    self.binding.bind_output(present, self.device)
-            if batch != self.batch:
-                self._bind_logits(batch)
-            self.batch = batch
-        self.length = 0
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if merge is not None:
+            merge = np.ascontiguousarray(merge, dtype=np.int64)
+        if ids.ndim != 2 or ids.shape[0] != len(seqs) or ids.shape[1] == 0:
+            raise InputError(f"prompts must have shape ({len(seqs)}, S > 0), got {ids.shape}")
+        if ids.shape[1] > self.max_len:
+            raise InputError(f"a prompt of {ids.shape[1]} positions exceeds the model's {self.max_len}")
+        keeps = [self.kept_positions(s, ids[i], None if merge is None else merge[i]) for i, s in enumerate(seqs)]
+        rows = [s.row for s in seqs]
+        if self.inplace and not any(keeps) and rows == list(range(rows[0], rows[0] + len(rows))):
+            out = self._run(seqs, ids, merge, [0] * len(seqs))
+        else:
+            out = np.concatenate([self._run([s], ids[i:i + 1, k:], None if merge is None else merge[i:i + 1, k:], [k])
+                                  for i, (s, k) in enumerate(zip(seqs, keeps))])
+        for i, s in enumerate(seqs):
+            s.length = ids.shape[1]
+            s.prompt = ids[i] if merge is None else np.stack([ids[i], merge[i]])
+        return out
 
-    def can_keep(self, batch: int, keep: int, owner: object = None) -> bool:
-        """Whether start(batch, keep, owner) can reuse a prefix: the same owner started the cached
-        sequence, in-place caches and one row only (ONNX Runtime's GroupQueryAttention takes several
-        new positions after a past for batch 1 only)."""
-        return (owner is not None and owner is self.owner and self.inplace and batch == self.batch == 1
-                and 0 < keep <= self.length)
+    def step(self, seqs: list[Sequence], tokens) -> np.ndarray:
+        """One token per sequence (n,) -> logits (n, V); every sequence advances by one."""
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(len(seqs), 1)
+        for s in seqs:
+            if s.length + 1 > self.max_len:
+                raise InputError(f"sequence of {s.length + 1} positions exceeds the model's {self.max_len}")
+        if self.inplace:
+            out = self._run(seqs, tokens, None, [s.length for s in seqs])
+        else:
+            out = np.concatenate([self._run([s], tokens[i:i + 1], None, [s.length]) for i, s in enumerate(seqs)])
+        for s in seqs:
+            s.length += 1
+        return out
 
-    def forward(self, input_ids: np.ndarray, merge_ids: np.ndarray | None = None) -> np.ndarray:
-        """input_ids (B, S) -> logits (B, logits_size) of the last position; the cache advances by S."""
-        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
-        if ids.ndim != 2 or ids.shape[0] != self.batch:
-            raise InputError(f"input_ids must have shape ({self.batch}, S), got {ids.shape}")
-        if self.length + ids.shape[1] > self.max_len:
-            raise InputError(f"sequence of {self.length + ids.shape[1]} positions exceeds the model's {self.max_len}")
-        b = self.binding
+    def cache(self, seq: Sequence, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """The filled part of the sequence's keys and values of one layer, (1, nh, length, hs) (for checks)."""
+        if self.inplace:
+            k, v = (self._buffers[2 * layer + j].numpy()[seq.row: seq.row + 1] for j in (0, 1))
+        else:
+            k, v = (seq.pasts[2 * layer + j].numpy() for j in (0, 1))
+        return k[:, :, : seq.length], v[:, :, : seq.length]
+
+    # ------------------------------------------------------------ internals
+
+    def kept_positions(self, seq: Sequence, ids: np.ndarray, merge: np.ndarray | None) -> int:
+        """Positions of the new prompt that the row already holds (a common prefix), leaving one to run."""
+        if self._open.get(seq.row) is not seq:
+            raise InputError("this sequence was closed; open a new one")
+        if not self.inplace or seq.prompt is None or merge is not None or seq.prompt.ndim != 1:
+            return 0
+        n = min(len(seq.prompt), len(ids) - 1)
+        differs = np.flatnonzero(seq.prompt[:n] != ids[:n])
+        return int(differs[0]) if differs.size else n
+
+    def _run(self, seqs: list[Sequence], ids: np.ndarray, merge: np.ndarray | None, past: list[int]) -> np.ndarray:
+        if self.inplace:
+            return self._run_inplace(seqs, ids, merge, past)
+        return self._run_concat(seqs[0], ids, merge, fresh=past[0] == 0)
+
+    def _binding(self, lo: int, n: int) -> tuple[ort.IOBinding, np.ndarray]:
+        """The binding of rows lo..lo+n-1 with their KV buffers and a host logits array (made once per range)."""
+        key = (lo, n)
+        if key not in self._bindings:
+            b = self.session.io_binding()
+            logits = np.zeros((n, self.info.logits_size), np.float32)
+            b.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(logits))  # first: outputs[0]
+            shape = [n, *self.row_shape]
+            for buf, (past, present) in zip(self._buffers, self.names):
+                ptr = buf.data_ptr() + lo * self.row_bytes
+                b.bind_input(past, self.device, 0, self.kv_dtype, shape, ptr)
+                b.bind_output(present, self.device, 0, self.kv_dtype, shape, ptr)
+            self._bindings[key] = (b, logits)
+        return self._bindings[key]
+
+    def _run_inplace(self, seqs, ids, merge, past) -> np.ndarray:
+        rows = [s.row for s in seqs]
+        lo, hi = min(rows), max(rows) + 1
+        b, logits = self._binding(lo, hi - lo)
+        if hi - lo == len(seqs) and rows == list(range(lo, hi)):
+            all_ids, all_merge, all_past = ids, merge, np.asarray(past, dtype=np.int64)
+        else:  # rows between the stepping ones ride along (see _idle_past)
+            all_ids = np.zeros((hi - lo, ids.shape[1]), np.int64)
+            all_merge = None if merge is None else np.full_like(all_ids, self.info.merge_none_id)
+            all_past = np.array([self._idle_past(r) for r in range(lo, hi)], dtype=np.int64)
+            for i, r in enumerate(rows):
+                all_ids[r - lo] = ids[i]
+                all_past[r - lo] = past[i]
+                if merge is not None:
+                    all_merge[r - lo] = merge[i]
+        b.bind_cpu_input("input_ids", all_ids)
+        if self.has_merge:
+            b.bind_cpu_input("merge_ids", all_merge if all_merge is not None
+                             else np.full(all_ids.shape, self.info.merge_none_id, dtype=np.int64))
+        b.bind_cpu_input("past_length", all_past)
+        self.session.run_with_iobinding(b)
+        return logits[[r - lo for r in rows]].copy()
+
+    def _idle_past(self, row: int) -> int:
+        """Where a riding-along row writes its dummy position: just past its filled part, which its
+        next prefill or step rewrites before reading (and which no kept prefix includes)."""
+        seq = self._open.get(row)
+        return 0 if seq is None else min(seq.length, self.max_len - 1)
+
+    def _run_concat(self, seq: Sequence, ids, merge, fresh: bool) -> np.ndarray:
+        b = self.session.io_binding()
+        logits = np.zeros((1, self.info.logits_size), np.float32)
+        b.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(logits))
+        if fresh:  # a prefill starts from an empty cache
+            empty = (1, self.cfg.n_head, 0, self.cfg.head_dim)
+            seq.pasts = [ort.OrtValue.ortvalue_from_shape_and_type(empty, self.kv_dtype, self.device, 0)
+                         for _ in self.names]
         b.bind_cpu_input("input_ids", ids)
         if self.has_merge:
-            if merge_ids is None:
-                merge_ids = np.full(ids.shape, self.info.merge_none_id, dtype=np.int64)
-            b.bind_cpu_input("merge_ids", np.ascontiguousarray(merge_ids, dtype=np.int64))
-        if self.inplace:
-            b.bind_cpu_input("past_length", np.array(self.length, dtype=np.int64))
+            b.bind_cpu_input("merge_ids", merge if merge is not None
+                             else np.full(ids.shape, self.info.merge_none_id, dtype=np.int64))
+        for value, (past, present) in zip(seq.pasts, self.names):
+            b.bind_ortvalue_input(past, value)
+            b.bind_output(present, self.device)
         self.session.run_with_iobinding(b)
-        outputs = b.get_outputs()
-        if not self.inplace:  # this step's presents are the next step's pasts; fresh outputs next time
-            self._buffers = outputs[1:]
-            for value, (past, present) in zip(self._buffers, self._kv_names()):
-                b.bind_ortvalue_input(past, value)
-                b.bind_output(present, self.device)
-        self.length += ids.shape[1]
-        return self._logits.copy()
-
-    def cache(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
-        """The filled part of layer `layer`'s keys and values, (B, nh, length, hs) (for checks)."""
-        k, v = self._buffers[2 * layer], self._buffers[2 * layer + 1]
-        return k.numpy()[:, :, : self.length], v.numpy()[:, :, : self.length]
+        seq.pasts = b.get_outputs()[1:]  # this call's presents are the next call's pasts
+        return logits.copy()

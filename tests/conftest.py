@@ -81,3 +81,14 @@ def bark_presets() -> Path:
             pytest.fail("bark==0.1.5 is not installed: pip install --no-deps bark==0.1.5")
         pytest.skip("Suno's presets need 'pip install --no-deps bark==0.1.5'")
     return prompts
+
+
+def drive(loop, respond):
+    """Run a stage loop (a generator of work items) to its end; `respond(item)` answers each item."""
+    reply = None
+    while True:
+        try:
+            item = loop.send(reply)
+        except StopIteration as stop:
+            return stop.value
+        reply = respond(item)

@@ -26,6 +26,7 @@ def baseline(tmp_path_factory):
     return root, out
 
 
+@pytest.mark.slow
 def test_results_table_chart_and_json(baseline):
     _, out = baseline
     results = json.loads((out / "results.json").read_text())
@@ -47,22 +48,40 @@ def test_results_table_chart_and_json(baseline):
     assert (out / "pytest-benchmark.json").is_file()
 
 
-def test_compare_fails_on_a_slowed_run(baseline):
-    root, base = baseline
-    slow = root / "slow"
-    proc = bench("bench", "--size", "tiny", "--backends", "onnx-fp32", "--stages", "semantic,codec",
-                 "--rounds", "1", "--out", str(slow), "--cache", str(root / "cache"), "--slowdown", "3",
-                 "--no-quality")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = bench("bench-compare", str(base / "results.json"), str(slow / "results.json"), "--threshold", "0.5")
+def _slowed(results: dict, factors: dict[str, float]) -> dict:
+    """A copy of a results.json whose stage medians are scaled: a run slowed by a known amount."""
+    out = json.loads(json.dumps(results))
+    for stats in out["backends"].values():
+        for stage, factor in factors.items():
+            if stage in stats:
+                stats[stage]["median_s"] *= factor
+    return out
+
+
+@pytest.mark.slow
+def test_compare_fails_on_a_slowed_run(baseline, tmp_path):
+    """The regression check on figures of known slowdowns (no timing involved): only the stages
+    slowed past the threshold are named, and both JSON formats are read."""
+    _, base = baseline
+    results = json.loads((base / "results.json").read_text())
+    slow = tmp_path / "slow.json"
+    slow.write_text(json.dumps(_slowed(results, {"semantic": 1.6, "codec": 1.6, "coarse": 1.4})))
+    proc = bench("bench-compare", str(base / "results.json"), str(slow), "--threshold", "0.5",
+                 "--backends", "onnx-fp32")
     assert proc.returncode == 1
-    assert "onnx-fp32 semantic" in proc.stderr and "onnx-fp32 codec" in proc.stderr
+    named = [line.split(":")[0].strip() for line in proc.stderr.splitlines()[1:]]
+    assert named == ["onnx-fp32 semantic", "onnx-fp32 codec"], proc.stderr
     proc = bench("bench-compare", str(base / "results.json"), str(base / "results.json"))
     assert proc.returncode == 0 and "no stage slower" in proc.stdout
-    # pytest-benchmark's own JSON is accepted too
-    proc = bench("bench-compare", str(base / "pytest-benchmark.json"), str(slow / "pytest-benchmark.json"),
-                 "--threshold", "0.5", "--backends", "onnx-fp32")
-    assert proc.returncode == 1
+    raw = json.loads((base / "pytest-benchmark.json").read_text())
+    for b in raw["benchmarks"]:
+        if b["extra_info"]["stage"] == "codec":
+            b["stats"]["median"] *= 2
+    slow_raw = tmp_path / "slow-pytest-benchmark.json"
+    slow_raw.write_text(json.dumps(raw))
+    proc = bench("bench-compare", str(base / "pytest-benchmark.json"), str(slow_raw), "--threshold", "0.5",
+                 "--backends", "onnx-fp32")
+    assert proc.returncode == 1 and "onnx-fp32 codec" in proc.stderr
 
 
 def test_peak_rss_is_the_workers_own():
@@ -78,6 +97,7 @@ def test_peak_rss_is_the_workers_own():
     assert 0 < child < 400
 
 
+@pytest.mark.slow
 def test_bench_exports_again_when_the_exporter_changed(baseline, monkeypatch):
     """A cached export is reused while the export code is unchanged, and made again when it is not."""
     from bark_onnx.benchmarks import prepare as P

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from bark_onnx.config import ModelConfig
+from bark_onnx.config import FORMAT_VERSION, ModelConfig
 from bark_onnx.errors import BarkOnnxError
 
 from .conftest import MODELS
@@ -40,7 +40,7 @@ def test_model_directory_describes_itself(model_dirs, checkpoints):
         assert config.semantic.n_layer == shape["n_layer"] and config.fine.n_embd == shape["n_embd"]
         assert config.semantic.bias is bias and config.kv_cache == kv and config.precision == "fp32"
         assert config.source["format"] == layout and config.source["checkpoint"] == str(checkpoints[name])
-        assert config.bark_onnx_version and config.format_version == 1 and config.opset == 17
+        assert config.bark_onnx_version and config.format_version == FORMAT_VERSION == 2 and config.opset == 17
         assert sorted(config.voices) == ["announcer", "v2/en_speaker_0", "v2/en_speaker_1"]
         for stage, info in config.graphs.items():
             model = onnx.load(str(path / info.file), load_external_data=False)
@@ -179,64 +179,87 @@ def test_random_checkpoint_sizes_are_one_flag_away():
     assert large["fine"].n_codes_total == 8 and large["fine"].input_vocab_size == 1056
 
 
-def test_graph_variants_agree_step_by_step(model_dirs, reference_models):
-    """The in-place (GroupQueryAttention) and concat (standard ops) caches give the same logits."""
-    from bark_onnx.config import GraphInfo
+def _decoder(model, kv: str, max_rows: int):
+    import onnxruntime as ort
+
     from bark_onnx.decoder import CausalDecoder
     from bark_onnx.export.gpt_graphs import build_causal
     from bark_onnx.sessions import make_placement
 
-    import onnxruntime as ort
+    proto, info = build_causal(model.cfg, model.state_dict(), "coarse", (10_000, 12_048), kv=kv)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return CausalDecoder(session, info, model.cfg, kv, make_placement(["cpu"]), max_rows=max_rows)
 
+
+def test_graph_variants_agree_step_by_step(reference_models):
+    """The in-place (GroupQueryAttention) and concat (standard ops) caches give the same logits."""
     model = reference_models["suno-tiny"]["coarse"]
-    state = model.state_dict()
-    placement = make_placement(["cpu"])
     logits = {}
     for kv in ("inplace", "concat"):
-        proto, info = build_causal(model.cfg, state, "coarse", (10_000, 12_048), kv=kv)
-        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-        dec = CausalDecoder(session, info, model.cfg, kv, placement)
+        dec = _decoder(model, kv, 3)
         rng = np.random.default_rng(0)
-        dec.start(3)
-        out = [dec.forward(rng.integers(0, 12_096, (3, 40)))]
-        out += [dec.forward(rng.integers(0, 12_096, (3, 1))) for _ in range(5)]
+        seqs = [dec.open() for _ in range(3)]
+        out = [dec.prefill(seqs, rng.integers(0, 12_096, (3, 40)))]
+        out += [dec.step(seqs, rng.integers(0, 12_096, 3)) for _ in range(5)]
         logits[kv] = np.stack(out)
-        assert isinstance(info, GraphInfo)
     np.testing.assert_allclose(logits["inplace"], logits["concat"], atol=1e-5)
 
 
-def test_kept_prefix_equals_full_prefill(reference_models):
-    """start(keep=k) then the rest of a prompt gives the logits and cache of a full prefill."""
-    from bark_onnx.decoder import CausalDecoder
-    from bark_onnx.errors import InputError
-    from bark_onnx.export.gpt_graphs import build_causal
-    from bark_onnx.sessions import make_placement
+def test_rows_at_their_own_lengths_step_together_as_alone(reference_models):
+    """Rows of different lengths in one call give, bit for bit, what each gives alone; a row between
+    them that is not stepping (it keeps its prompt for a later one) rides along untouched."""
+    model = reference_models["suno-tiny"]["coarse"]
+    rng = np.random.default_rng(2)
+    prompts = [rng.integers(0, 12_096, (1, n)) for n in (12, 31, 7)]
+    tokens = rng.integers(0, 12_096, (3, 6))
+    alone = []
+    dec = _decoder(model, "inplace", 1)
+    for p, toks in zip(prompts, tokens):
+        seq = dec.open()
+        alone.append([dec.prefill([seq], p)[0]] + [dec.step([seq], [t])[0] for t in toks])
+        dec.close(seq)
+    dec = _decoder(model, "inplace", 4)
+    a, idle, b, c = (dec.open() for _ in range(4))
+    idle_prompt = rng.integers(0, 12_096, (1, 20))
+    dec.prefill([idle], idle_prompt)
+    movers = [a, b, c]
+    together = [[dec.prefill([s], p)[0]] for s, p in zip(movers, prompts)]
+    for t in range(7):  # c joins one step late; the idle row sits between a and b throughout
+        stepping = [i for i in range(3) if (t < 6 if i < 2 else t > 0)]
+        out = dec.step([movers[i] for i in stepping], [tokens[i, t - (i == 2)] for i in stepping])
+        for j, i in enumerate(stepping):
+            together[i].append(out[j])
+    for x, y in zip(alone, together):
+        np.testing.assert_array_equal(np.stack(x), np.stack(y))
+    longer = np.concatenate([idle_prompt, rng.integers(0, 12_096, (1, 5))], 1)
+    assert dec.kept_positions(idle, longer[0], None) == 20
+    kept = dec.prefill([idle], longer)
+    assert dec.rows_in_use == 4
+    dec.close(a)
+    fresh = dec.open()
+    np.testing.assert_array_equal(kept, dec.prefill([fresh], longer))
 
-    import onnxruntime as ort
+
+def test_kept_prefix_equals_full_prefill(reference_models):
+    """A prompt sharing its first positions with the row's previous prompt recomputes only the rest,
+    and gives the logits and cache of a full prefill."""
+    from bark_onnx.decoder import RowsFullError
 
     model = reference_models["suno-tiny"]["coarse"]
-    proto, info = build_causal(model.cfg, model.state_dict(), "coarse", (10_000, 12_048), kv="inplace")
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    dec = CausalDecoder(session, info, model.cfg, "inplace", make_placement(["cpu"]))
+    dec = _decoder(model, "inplace", 2)
     rng = np.random.default_rng(1)
     prefix, first, second = (rng.integers(0, 12_096, (1, n)) for n in (30, 25, 17))
-    me = object()
-    dec.start(1, owner=me)
-    dec.forward(np.concatenate([prefix, first], 1))
-    dec.forward(rng.integers(0, 12_096, (1, 1)))  # a step that the next sequence must forget
-    assert not dec.can_keep(1, 30) and not dec.can_keep(1, 30, object())  # only the owner keeps
-    dec.start(1, keep=30, owner=me)
-    kept = dec.forward(second)
-    kept_cache = dec.cache(1)
-    assert dec.can_keep(1, 47, me) and not dec.can_keep(1, 48, me)  # no more than is cached
-    dec.start(1)
-    full = dec.forward(np.concatenate([prefix, second], 1))
+    seq = dec.open()
+    dec.prefill([seq], np.concatenate([prefix, first], 1))
+    dec.step([seq], rng.integers(0, 12_096, 1))  # a step that the next prompt must forget
+    prompt = np.concatenate([prefix, second], 1)
+    assert dec.kept_positions(seq, prompt[0], None) == 30
+    kept = dec.prefill([seq], prompt)
+    other = dec.open()
+    assert dec.kept_positions(other, prompt[0], None) == 0  # a new sequence keeps nothing
+    full = dec.prefill([other], prompt)
     np.testing.assert_allclose(kept, full, atol=1e-5)
-    for a, b in zip(kept_cache, dec.cache(1)):
+    for a, b in zip(dec.cache(seq, 1), dec.cache(other, 1)):
         np.testing.assert_allclose(a, b, atol=1e-5)
-    assert not dec.can_keep(1, 10, me)  # another sequence started since
-    dec.start(2, owner=me)
-    dec.forward(np.concatenate([prefix, prefix], 0))
-    assert not dec.can_keep(2, 10, me)  # several rows: GroupQueryAttention refuses a multi-position step
-    with pytest.raises(InputError, match="cannot keep"):
-        dec.start(2, keep=10, owner=me)
+    with pytest.raises(RowsFullError):
+        dec.open()

@@ -12,7 +12,11 @@ import torch
 from bark_onnx import Bark, InputError, ModelDirError
 from bark_onnx.config import GraphInfo
 from bark_onnx.export import reference as R
-from bark_onnx.semantic import SemanticOptions, generate_semantic, max_semantic_tokens
+from bark_onnx.options import SemanticOptions
+from bark_onnx.semantic import max_semantic_tokens, semantic_loop
+from bark_onnx.work import Prefill, Release, Step
+
+from .conftest import drive
 
 
 def test_same_seed_same_audio_other_seed_other_audio(tts):
@@ -23,7 +27,9 @@ def test_same_seed_same_audio_other_seed_other_audio(tts):
     assert a.dtype == np.float32 and a.ndim == 1 and t.sample_rate == 24_000
     np.testing.assert_array_equal(a, b)
     assert a.shape != c.shape or not np.array_equal(a, c)
-    assert set(t.timings) == {"semantic", "coarse", "fine", "codec"}
+    result = t.synthesize("hello world", voice="announcer", seed=3, silent=True)
+    np.testing.assert_array_equal(result.audio, a)
+    assert set(result.timings) == {"semantic", "coarse", "fine", "codec"}
 
 
 def test_batch_equals_one_by_one_greedy(tts):
@@ -60,11 +66,11 @@ def test_output_full_is_a_voice(tts, tmp_path):
 
 
 class ScriptedDecoder:
-    """A stand-in decoder whose logits follow a script: EOS rises on given steps per row."""
+    """A stand-in decoder whose logits follow a script: EOS rises from a given step on."""
 
     info = GraphInfo(file="x", inputs=(), outputs=(), logits_size=10_001, merge_none_id=129_600)
 
-    def __init__(self, eos_at: list[int], eos_logit: float = 9.0):
+    def __init__(self, eos_at: int, eos_logit: float = 9.0):
         self.eos_at, self.eos_logit = eos_at, eos_logit
         self.step = 0
 
@@ -72,14 +78,23 @@ class ScriptedDecoder:
         self.step = 0
 
     def forward(self, ids, merge_ids=None):
-        logits = np.tile(np.linspace(0, 3, 10_001, dtype=np.float32), (len(self.eos_at), 1))
+        logits = np.tile(np.linspace(0, 3, 10_001, dtype=np.float32), (1, 1))
         logits[:, 10_000] = -5.0
         logits[:, self.step % 7] = 4.0
-        for row, at in enumerate(self.eos_at):
-            if self.step >= at:
-                logits[row, 10_000] = self.eos_logit
+        if self.step >= self.eos_at:
+            logits[:, 10_000] = self.eos_logit
         self.step += 1
         return logits
+
+    def respond(self, item):
+        """Answers the semantic loop's work items."""
+        if isinstance(item, Prefill):
+            self.start(1)
+            return self.forward(item.ids[None])[0]
+        if isinstance(item, Step):
+            return self.forward(np.array([[item.token]]))[0]
+        assert isinstance(item, Release)
+        return None
 
 
 class ScriptedTorchModel(torch.nn.Module):
@@ -95,6 +110,11 @@ class ScriptedTorchModel(torch.nn.Module):
         return torch.from_numpy(self.decoder.forward(x.numpy()))[:, None, :], "cache"
 
 
+def _semantic(decoder, opts, rng=None):
+    loop = semantic_loop(np.zeros(256, np.int64), np.zeros(256, np.int64), opts, rng)
+    return drive(loop, decoder.respond)
+
+
 @pytest.mark.parametrize("opts", [
     SemanticOptions(temperature=None),
     SemanticOptions(temperature=None, allow_early_stop=False, max_gen_duration_s=0.5),
@@ -102,21 +122,17 @@ class ScriptedTorchModel(torch.nn.Module):
 ])
 def test_stop_rules_match_reference(opts):
     for at in (0, 5, 30):
-        got = generate_semantic(ScriptedDecoder([at]), np.zeros((1, 256), np.int64), np.zeros(256, np.int64),
-                                opts, None, silent=True)[0]
-        ref = R.generate_semantic(ScriptedTorchModel(ScriptedDecoder([at])), lambda t: [1], "x", temp=opts.temperature,
+        got = _semantic(ScriptedDecoder(at), opts)
+        ref = R.generate_semantic(ScriptedTorchModel(ScriptedDecoder(at)), lambda t: [1], "x", temp=opts.temperature,
                                   max_gen_duration_s=opts.max_gen_duration_s, allow_early_stop=opts.allow_early_stop)
         np.testing.assert_array_equal(got, ref)
 
 
-def test_rows_end_on_their_own_and_min_eos_p_stops_sampling():
-    got = generate_semantic(ScriptedDecoder([3, 9]), np.zeros((2, 256), np.int64), np.zeros(256, np.int64),
-                            SemanticOptions(temperature=None), None, silent=True)
-    assert [len(g) for g in got] == [3, 9]
+def test_requests_end_on_their_own_and_min_eos_p_stops_sampling():
+    assert [len(_semantic(ScriptedDecoder(at), SemanticOptions(temperature=None))) for at in (3, 9)] == [3, 9]
     # sampling: P(EOS) >= min_eos_p stops even when EOS is not drawn
-    got = generate_semantic(ScriptedDecoder([4], eos_logit=1.5), np.zeros((1, 256), np.int64),
-                            np.zeros(256, np.int64), SemanticOptions(temperature=1.0, min_eos_p=1e-5),
-                            np.random.default_rng(0), silent=True)[0]
+    got = _semantic(ScriptedDecoder(4, eos_logit=1.5), SemanticOptions(temperature=1.0, min_eos_p=1e-5),
+                    np.random.default_rng(0))
     assert len(got) == 4
 
 

@@ -1,0 +1,49 @@
+"""Model directories by path, or by Hugging Face hub id ("org/name"), as ONNX voice models ship.
+
+A hub id is fetched once into the Hugging Face cache (huggingface_hub's
+`snapshot_download`, which resumes and verifies) and read from there after;
+offline (`offline=True`, BARK_ONNX_OFFLINE=1 or HF_HUB_OFFLINE=1) only the
+cache is read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import ModelDirError
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
+_TRUE = ("1", "true", "yes", "on")
+
+
+def offline_by_environment() -> bool:
+    return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("BARK_ONNX_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def is_hub_id(text: str) -> bool:
+    return bool(_HUB_ID.match(text)) and ".." not in text
+
+
+def resolve_model_dir(model: str | Path, offline: bool = False) -> Path:
+    """A local directory as it is; "org/name" that is not a local path from the hub (or its cache)."""
+    if not isinstance(model, (str, Path)):
+        raise ModelDirError(f"model must be a directory or a hub id like 'org/name', got {type(model).__name__}")
+    path = Path(model).expanduser()
+    if isinstance(model, Path) or path.exists() or not is_hub_id(str(model)):
+        return path  # a missing local directory gets ModelConfig's error, which says how to make one
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ModelDirError(f"{model!r} is not a local directory, and loading it from the hub needs "
+                            "huggingface_hub: pip install huggingface_hub") from None
+    local_only = offline or offline_by_environment()
+    try:
+        return Path(snapshot_download(repo_id=str(model), local_files_only=local_only))
+    except Exception as err:  # the hub client raises many types (offline, 404, auth, disk)
+        how = ("it is not in the Hugging Face cache and this load is offline: fetch it on a networked machine "
+               f"('huggingface-cli download {model}') or pass a local directory") if local_only else \
+            "check the id and the network, or pass a local directory made by 'bark-onnx export'"
+        raise ModelDirError(f"cannot load {model!r} from the Hugging Face hub ({type(err).__name__}): {how}") \
+            from None

@@ -1,0 +1,31 @@
+"""Progress bars for one request's stages (tqdm on stderr), or nothing when silent."""
+
+from __future__ import annotations
+
+from tqdm.auto import tqdm
+
+
+class Progress:
+    """One bar at a time: `start` a stage, `update` it, `close` it."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._bar = None
+
+    @classmethod
+    def off(cls) -> Progress:
+        return cls(False)
+
+    def start(self, stage: str, total: int, unit: str) -> None:
+        self.close()
+        if self.enabled:
+            self._bar = tqdm(total=total, desc=stage, unit=unit, leave=False)
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
