@@ -31,6 +31,18 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="also write the rows as JSON here")
     p.set_defaults(func=cmd_fastpath)
 
+    p = sub.add_parser("bench-concurrency", help="many requests on one model against the same ones in a row")
+    p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
+    p.add_argument("--precisions", default="fp32,int8", help="comma-separated (default fp32,int8)")
+    p.add_argument("--levels", default="1,2,4,8", help="concurrent requests to measure (default 1,2,4,8)")
+    p.add_argument("--tokens", type=int, default=200, help="semantic tokens per generation (200: 6 s of audio)")
+    p.add_argument("--semantic-tokens", type=int, default=650, help="tokens per text_to_semantic request")
+    p.add_argument("--threads", type=int, help="threads (default: all cores)")
+    p.add_argument("--providers", help="ONNX Runtime providers, e.g. cuda,cpu")
+    p.add_argument("--out", help="folder for concurrency.json and concurrency.md")
+    p.add_argument("--cache", help="where the random checkpoints and exports are kept")
+    p.set_defaults(func=cmd_concurrency)
+
     p = sub.add_parser("bench-compare", help="exit 1 when a stage is slower than in a baseline results.json")
     p.add_argument("baseline", help="results.json (or pytest-benchmark JSON) of the baseline run")
     p.add_argument("current", help="results.json (or pytest-benchmark JSON) of the run to check")
@@ -113,6 +125,19 @@ def cmd_fastpath(args) -> int:
     rows = run(args.size, args.threads)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def cmd_concurrency(args) -> int:
+    from .concurrency import run
+
+    levels = tuple(int(x) for x in args.levels.split(","))
+    if not levels or min(levels) < 1:
+        print("bark-onnx: --levels takes positive integers, e.g. 1,2,4,8", file=sys.stderr)
+        return 2
+    run(args.size, [p.strip() for p in args.precisions.split(",") if p.strip()], levels, args.tokens,
+        args.semantic_tokens, args.threads, Path(args.out) if args.out else None,
+        Path(args.cache) if args.cache else None, args.providers.split(",") if args.providers else None)
     return 0
 
 
