@@ -50,6 +50,25 @@ def save_graph(model: onnx.ModelProto, path: Path) -> int:
     return path.stat().st_size + ((path.parent / data_name).stat().st_size if (path.parent / data_name).exists() else 0)
 
 
+def save_step_graph(step: onnx.ModelProto, path: Path, full_graph: Path) -> int:
+    """Write a step-only graph whose weights point into the data file of `full_graph` (same names,
+    same values), so the two graphs share it on disk; returns the bytes the step graph adds."""
+    stored = {t.name: t for t in onnx.load(str(full_graph), load_external_data=False).graph.initializer
+              if t.data_location == onnx.TensorProto.EXTERNAL}
+    for tensor in step.graph.initializer:
+        twin = stored.get(tensor.name)
+        if twin is None or tensor.name.startswith("/const/"):
+            continue  # small constants stay inline (their names are per graph)
+        if list(twin.dims) != list(tensor.dims) or twin.data_type != tensor.data_type:
+            raise RuntimeError(f"step graph weight {tensor.name} differs from the full graph's")
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        del tensor.external_data[:]
+        tensor.external_data.extend(twin.external_data)
+    onnx.save_model(step, str(path))
+    return path.stat().st_size
+
+
 def _fp16_codec(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -142,11 +161,15 @@ def export_model(
             (tmp / f"{fp32.name}.data").unlink()
             return (tmp / file).stat().st_size + (tmp / f"{file}.data").stat().st_size
 
+        steps = {}
         for stage, logits in (("semantic", SEMANTIC_LOGITS), ("coarse", COARSE_LOGITS)):
             step(f"building the {stage} graph (KV cache '{kv_cache}', {precision})")
-            model, graphs[stage] = build_causal(source.configs[stage], source.weights[stage], stage, logits,
-                                                kv=kv_cache, dtype=dtype)
+            cfg, weights = source.configs[stage], source.weights[stage]
+            model, graphs[stage] = build_causal(cfg, weights, stage, logits, kv=kv_cache, dtype=dtype)
             sizes[stage] = write(model, graphs[stage].file)
+            if kv_cache == "inplace" and precision not in QUANTIZED:  # for CUDA graphs (see gpt_graphs.py)
+                model, steps[stage] = build_causal(cfg, weights, stage, logits, dtype=dtype, step_only=True)
+                sizes[stage] += save_step_graph(model, tmp / steps[stage].file, tmp / graphs[stage].file)
             step.done(f"{sizes[stage] / 1e6:.1f} MB")
         step(f"building the fine graph ({precision})")
         model, graphs["fine"] = build_fine(source.configs["fine"], source.weights["fine"], C.CODEBOOK_SIZE,
@@ -170,7 +193,8 @@ def export_model(
 
         config = ModelConfig(
             semantic=source.configs["semantic"], coarse=source.configs["coarse"], fine=source.configs["fine"],
-            codec=source.codec_config, graphs=graphs, precision=precision, kv_cache=kv_cache, opset=OPSET,
+            codec=source.codec_config, graphs=graphs, step_graphs=steps, precision=precision, kv_cache=kv_cache,
+            opset=OPSET,
             bark_onnx_version=__version__,
             source={k: str(v) for k, v in source.info.items()},
             voices=tuple(sorted(source.voices)),

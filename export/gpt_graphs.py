@@ -195,42 +195,53 @@ def _shape_dim(g: GraphBuilder, t: str, axis: int, name: str) -> str:
 
 
 def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[int, int], kv: str = "inplace",
-                 dtype=np.float32, matmul=None, max_len: int | None = None) -> tuple[onnx.ModelProto, GraphInfo]:
-    """The semantic or coarse decoder graph; see the module docstring."""
+                 dtype=np.float32, matmul=None, step_only: bool = False) -> tuple[onnx.ModelProto, GraphInfo]:
+    """The semantic or coarse decoder graph; see the module docstring.
+
+    step_only: the one-token step alone (in-place caches): fixed shapes and no shape
+    arithmetic, so a GPU provider can capture it once as a CUDA graph and replay it.
+    Its weights are those of the full graph, by name, so the two can share one data file.
+    """
     if kv not in ("inplace", "concat"):
         raise ValueError(f"kv must be 'inplace' or 'concat', got {kv!r}")
-    g = GraphBuilder(f"bark_{stage}", dtype)
+    if step_only and kv != "inplace":
+        raise ValueError("a step-only graph needs the in-place KV cache")
+    g = GraphBuilder(f"bark_{stage}{'_step' if step_only else ''}", dtype)
     blocks = _Blocks(g, cfg, fused=(kv == "inplace"), matmul=matmul)
-    merge = stage == "semantic"
+    merge = stage == "semantic" and not step_only  # steps never merge a second token
     H, hs = cfg.n_head, cfg.head_dim
     start, stop = logits_range
 
-    ids = g.input("input_ids", TensorProto.INT64, ["batch", "seq"])
+    ids = g.input("input_ids", TensorProto.INT64, ["batch", 1 if step_only else "seq"])
     wte = _np(state, "transformer.wte.weight")
-    if merge:
+    if stage == "semantic":
         # merge_ids[b, i] adds the embedding of a second token at position i
         # (Bark's text + history context); id `merge_none` is a zero row.
-        merge_ids = g.input("merge_ids", TensorProto.INT64, ["batch", "seq"])
         wte = np.concatenate([wte, np.zeros((1, cfg.n_embd), np.float32)])
     table = g.weight("wte.weight", wte)
     x = g.op("Gather", [table, ids], "/embed/tokens")
     if merge:
+        merge_ids = g.input("merge_ids", TensorProto.INT64, ["batch", "seq"])
         x = g.op("Add", [x, g.op("Gather", [table, merge_ids], "/embed/merge")], "/embed/merged")
 
-    seq = _shape_dim(g, ids, 1, "/shape/seq")
     cache_dims = ["batch", H, "max_len" if kv == "inplace" else "past_len", hs]
     past = []
     for i in range(cfg.n_layer):
         past.append((g.input(f"past_key.{i}", g.float_type, cache_dims),
                      g.input(f"past_value.{i}", g.float_type, cache_dims)))
-    if kv == "inplace":
+    if step_only:
+        past_len = g.input("past_length", TensorProto.INT64, ["batch"])  # (B,)
+        positions = g.op("Unsqueeze", [past_len, g.const([1])], "/embed/positions")  # (B, 1)
+    elif kv == "inplace":
         # Each row has its own filled length, so rows of different requests step together.
+        seq = _shape_dim(g, ids, 1, "/shape/seq")
         past_len = g.input("past_length", TensorProto.INT64, ["batch"])  # (B,)
         steps = g.op("Range", [g.const(0), seq, g.const(1)], "/embed/steps")  # (S,)
         rows = g.op("Unsqueeze", [past_len, g.const([1])], "/embed/row_start")  # (B, 1)
         positions = g.op("Add", [rows, steps], "/embed/positions")  # (B, S)
         total = g.op("Add", [past_len, seq], "/shape/total")  # (B,)
     else:
+        seq = _shape_dim(g, ids, 1, "/shape/seq")
         past_len = _shape_dim(g, past[0][0], 2, "/shape/past")
         total = g.op("Add", [past_len, seq], "/shape/total")
         positions = g.op("Range", [past_len, total, g.const(1)], "/embed/positions")  # (S,)
@@ -238,12 +249,18 @@ def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[in
                              "/embed/pos")], "/embed/sum")
 
     present_names = [(f"present_key.{i}", f"present_value.{i}") for i in range(cfg.n_layer)]
-    if kv == "inplace":
+    if step_only:
+        # one new position per row: seqlens_k is the past length itself; the total is the
+        # buffer's length, a constant, so nothing about the call's shape is computed on the host
+        seqlens_k = g.op("Cast", [past_len], "/shape/seqlens_k", to=TensorProto.INT32)
+        longest = g.const(cfg.block_size, np.int32)
+    elif kv == "inplace":
         # GroupQueryAttention: seqlens_k (B,) is each row's filled length - 1 after this call;
         # total_sequence_length (scalar) the longest row's.
         total32 = g.op("Cast", [total], "/shape/total_i32", to=TensorProto.INT32)
         seqlens_k = g.op("Sub", [total32, g.const(1, np.int32)], "/shape/seqlens_k")
         longest = g.op("ReduceMax", [total32], "/shape/longest", keepdims=0)
+    if kv == "inplace":
 
         def attention(qkv: str, i: int) -> str:
             # packed qkv (B, S, 3D); the cache buffers are read and written in place
@@ -263,7 +280,7 @@ def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[in
 
     layers = [layer_weights(state, i) for i in range(cfg.n_layer)]
     final = (_np(state, "transformer.ln_f.weight"), _np(state, "transformer.ln_f.bias", required=False))
-    h = blocks.stack(x, layers, attention, final, last_only=True)
+    h = blocks.stack(x, layers, attention, final, last_only=not step_only)
     head = _np(state, "lm_head.weight")[start:stop].T  # (D, n): only the columns the loop reads
     logits = blocks.matmul(h, head, "/lm_head", "lm_head.weight")
     logits = g.op("Squeeze", [logits, g.const([1])], "/lm_head/last")  # (B, n)
@@ -277,7 +294,7 @@ def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[in
         g.output(pv, g.float_type, cache_dims if kv == "inplace" else ["batch", H, "total_len", hs])
     model = g.model(OPSET, f"Bark {stage} GPT, KV cache '{kv}'")
     info = GraphInfo(
-        file=f"{stage}.onnx",
+        file=f"{stage}_step.onnx" if step_only else f"{stage}.onnx",
         inputs=tuple(i.name for i in g.inputs),
         outputs=tuple(o.name for o in g.outputs),
         logits_start=start, logits_size=stop - start,

@@ -62,7 +62,7 @@ class Bark:
     sample_rate = SAMPLE_RATE
 
     def __init__(self, model_dir: Path, config: ModelConfig, placement: Placement, max_batch: int = 8,
-                 max_queue: int = 64, offline: bool = False):
+                 max_queue: int = 64, offline: bool = False, cuda_graph: bool | None = None):
         if not isinstance(max_batch, int) or max_batch < 1:
             raise InputError(f"max_batch must be a positive integer, got {max_batch!r}")
         if not isinstance(max_queue, int) or max_queue < 0:
@@ -74,29 +74,45 @@ class Bark:
         cache = model_dir / "trt_cache" if "TensorrtExecutionProvider" in placement.providers else None
         self.sessions = {s: create_session(model_dir / config.graphs[s].file, placement, fp16, cache) for s in STAGES}
         self._check_graphs()
+        steps = self._step_sessions(cuda_graph, fp16, cache)
         self.decoders = {s: CausalDecoder(self.sessions[s], config.graphs[s], getattr(config, s), config.kv_cache,
-                                          placement, max_rows=max_batch) for s in ("semantic", "coarse")}
+                                          placement, max_rows=max_batch, step_session=steps.get(s))
+                         for s in ("semantic", "coarse")}
         self.engine = Engine(Executor(self.decoders, self.sessions["fine"], self.sessions["codec"]), max_batch,
                              max_queue)
         self.text = TextEncoder(model_dir / config.tokenizer)
         self.voices = VoiceLibrary(model_dir / VOICES_DIR, use_hub=not offline)
 
+    def _step_sessions(self, cuda_graph: bool | None, fp16: bool, cache) -> dict:
+        """The step-only graphs, where steps run through them: on a GPU by default (captured as CUDA
+        graphs), elsewhere only when asked for (the same arithmetic, for checks)."""
+        have = set(self.config.step_graphs) == {"semantic", "coarse"}
+        if cuda_graph and not have:
+            raise ModelDirError(f"{self.model_dir} has no step graphs for CUDA graphs; export it again "
+                                "(fp16 or fp32, --kv-cache inplace)")
+        if not (cuda_graph if cuda_graph is not None else self.placement.on_gpu and have):
+            return {}
+        return {s: create_session(self.model_dir / self.config.step_graphs[s].file, self.placement, fp16, cache,
+                                  cuda_graph=self.placement.on_gpu) for s in ("semantic", "coarse")}
+
     @classmethod
     def load(cls, model: str | Path, providers=None, threads: int | None = None, *, max_batch: int = 8,
-             max_queue: int = 64, offline: bool = False) -> Bark:
+             max_queue: int = 64, offline: bool = False, cuda_graph: bool | None = None) -> Bark:
         """Load a model directory made by `bark-onnx export`, or one from the Hugging Face hub ("org/name").
 
         providers: None (CUDA, CPU as available), or names such as ["cuda", "cpu"].
         threads: CPU threads per session (default: the cores this process may use).
         max_batch: requests generated together; max_queue: requests waiting beyond those
         (more raise QueueFullError). offline: never look anything up on the network.
+        cuda_graph: run the decoding steps through the step-only graphs, captured once as CUDA
+        graphs (default: on a GPU, when the model has them).
         """
         model_dir = resolve_model_dir(model, offline)
         config = ModelConfig.load(model_dir)
         placement = make_placement(providers, threads)
         if config.precision == "fp16" and not placement.on_gpu:
             logger.warning("fp16 graphs on the CPU are slow; export with --precision fp32 (or int8) for CPU")
-        tts = cls(model_dir, config, placement, max_batch, max_queue, offline)
+        tts = cls(model_dir, config, placement, max_batch, max_queue, offline, cuda_graph)
         logger.info("bark-onnx: %s graphs on %s (%d threads)", config.precision,
                     ", ".join(p.replace("ExecutionProvider", "") for p in tts.active_providers()), placement.threads)
         return tts

@@ -154,6 +154,9 @@ class ModelConfig:
     fine: GPTConfig
     codec: CodecConfig
     graphs: dict[str, GraphInfo]
+    # One-token step graphs of the causal stages (in-place caches, not quantized): fixed shapes
+    # for CUDA graphs. They share the weights of `graphs` on disk.
+    step_graphs: dict[str, GraphInfo] = field(default_factory=dict)
     precision: str = "fp32"
     kv_cache: str = "inplace"
     opset: int = 17
@@ -170,7 +173,7 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["codec"]["upsampling_ratios"] = list(self.codec.upsampling_ratios)
-        for info in data["graphs"].values():
+        for info in [*data["graphs"].values(), *data["step_graphs"].values()]:
             info["inputs"] = list(info["inputs"])
             info["outputs"] = list(info["outputs"])
         data["voices"] = list(self.voices)
@@ -199,6 +202,10 @@ class ModelConfig:
         if not isinstance(graphs, dict) or set(graphs) != set(STAGES):
             raise ModelDirError(f"{where}: 'graphs' must describe exactly {list(STAGES)}")
         data["graphs"] = {k: GraphInfo.from_dict(v, f"{where}: graphs.{k}") for k, v in graphs.items()}
+        steps = data.get("step_graphs", {})
+        if not isinstance(steps, dict) or not set(steps) <= {"semantic", "coarse"}:
+            raise ModelDirError(f"{where}: 'step_graphs' may describe 'semantic' and 'coarse' only")
+        data["step_graphs"] = {k: GraphInfo.from_dict(v, f"{where}: step_graphs.{k}") for k, v in steps.items()}
         config = _from_dict(cls, data, where)
         if config.precision not in PRECISIONS:
             raise ModelDirError(f"{where}: unknown precision {config.precision!r} (one of {PRECISIONS})")

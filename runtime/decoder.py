@@ -50,7 +50,7 @@ class RowsFullError(BarkOnnxError):
 
 class CausalDecoder:
     def __init__(self, session: ort.InferenceSession, info: GraphInfo, cfg: GPTConfig, kv_layout: str,
-                 placement: Placement, max_rows: int = 1):
+                 placement: Placement, max_rows: int = 1, step_session: ort.InferenceSession | None = None):
         self.session, self.info, self.cfg = session, info, cfg
         self.inplace = kv_layout == "inplace"
         self.device = placement.device
@@ -69,6 +69,7 @@ class CausalDecoder:
                                                                        self.device, 0) for _ in self.names]
         self._bindings: dict[tuple[int, int], tuple[ort.IOBinding, np.ndarray]] = {}
         self._open: dict[int, Sequence] = {}
+        self.fixed = FixedStep(step_session, self) if step_session is not None and self.inplace else None
 
     # ------------------------------------------------------------ rows
 
@@ -123,7 +124,9 @@ class CausalDecoder:
         for s in seqs:
             if s.length + 1 > self.max_len:
                 raise InputError(f"sequence of {s.length + 1} positions exceeds the model's {self.max_len}")
-        if self.inplace:
+        if self.fixed is not None:
+            out = self.fixed.run(seqs, tokens[:, 0])
+        elif self.inplace:
             out = self._run(seqs, tokens, None, [s.length for s in seqs])
         else:
             out = np.concatenate([self._run([s], tokens[i:i + 1], None, [s.length]) for i, s in enumerate(seqs)])
@@ -177,10 +180,10 @@ class CausalDecoder:
         b, logits = self._binding(lo, hi - lo)
         if hi - lo == len(seqs) and rows == list(range(lo, hi)):
             all_ids, all_merge, all_past = ids, merge, np.asarray(past, dtype=np.int64)
-        else:  # rows between the stepping ones ride along (see _idle_past)
+        else:  # rows between the stepping ones ride along (see idle_past)
             all_ids = np.zeros((hi - lo, ids.shape[1]), np.int64)
             all_merge = None if merge is None else np.full_like(all_ids, self.info.merge_none_id)
-            all_past = np.array([self._idle_past(r) for r in range(lo, hi)], dtype=np.int64)
+            all_past = np.array([self.idle_past(r) for r in range(lo, hi)], dtype=np.int64)
             for i, r in enumerate(rows):
                 all_ids[r - lo] = ids[i]
                 all_past[r - lo] = past[i]
@@ -194,7 +197,7 @@ class CausalDecoder:
         self.session.run_with_iobinding(b)
         return logits[[r - lo for r in rows]].copy()
 
-    def _idle_past(self, row: int) -> int:
+    def idle_past(self, row: int) -> int:
         """Where a riding-along row writes its dummy position: just past its filled part, which its
         next prefill or step rewrites before reading (and which no kept prefix includes)."""
         seq = self._open.get(row)
@@ -218,3 +221,39 @@ class CausalDecoder:
         self.session.run_with_iobinding(b)
         seq.pasts = b.get_outputs()[1:]  # this call's presents are the next call's pasts
         return logits.copy()
+
+
+class FixedStep:
+    """Every row's one-token step through the step-only graph, with every input and output bound
+    once at a fixed device address, as a CUDA graph needs to be captured once and replayed.
+
+    All max_rows rows run on each call (the ones not stepping ride along, see idle_past);
+    per call, the token ids and past lengths go to the device and the logits come back.
+    """
+
+    def __init__(self, session: ort.InferenceSession, decoder: CausalDecoder):
+        self.session, self.decoder = session, decoder
+        rows, device = decoder.max_rows, decoder.device
+        self.ids = ort.OrtValue.ortvalue_from_shape_and_type((rows, 1), np.int64, device, 0)
+        self.past = ort.OrtValue.ortvalue_from_shape_and_type((rows,), np.int64, device, 0)
+        self.logits = ort.OrtValue.ortvalue_from_shape_and_type((rows, decoder.info.logits_size), np.float32,
+                                                                device, 0)
+        b = self.binding = session.io_binding()
+        b.bind_ortvalue_output("logits", self.logits)
+        b.bind_ortvalue_input("input_ids", self.ids)
+        b.bind_ortvalue_input("past_length", self.past)
+        for buf, (past, present) in zip(decoder._buffers, decoder.names):
+            b.bind_ortvalue_input(past, buf)
+            b.bind_ortvalue_output(present, buf)
+
+    def run(self, seqs: list[Sequence], tokens: np.ndarray) -> np.ndarray:
+        dec = self.decoder
+        ids = np.zeros((dec.max_rows, 1), np.int64)
+        past = np.array([dec.idle_past(r) for r in range(dec.max_rows)], dtype=np.int64)
+        rows = [s.row for s in seqs]
+        ids[rows, 0] = tokens
+        past[rows] = [s.length for s in seqs]
+        self.ids.update_inplace(ids)
+        self.past.update_inplace(past)
+        self.session.run_with_iobinding(self.binding)
+        return self.logits.numpy()[rows]

@@ -78,7 +78,9 @@ def make_placement(providers=None, threads: int | None = None) -> Placement:
     return placement
 
 
-def _provider_options(name: str, cache_dir: Path | None, fp16: bool) -> dict:
+def _provider_options(name: str, cache_dir: Path | None, fp16: bool, cuda_graph: bool = False) -> dict:
+    if name == "CUDAExecutionProvider" and cuda_graph:
+        return {"enable_cuda_graph": "1"}
     if name == "TensorrtExecutionProvider":
         opts = {"trt_fp16_enable": fp16, "trt_engine_cache_enable": cache_dir is not None}
         if cache_dir is not None:
@@ -90,7 +92,7 @@ def _provider_options(name: str, cache_dir: Path | None, fp16: bool) -> dict:
 
 
 def create_session(path: Path, placement: Placement, fp16: bool = False,
-                   trt_cache: Path | None = None) -> ort.InferenceSession:
+                   trt_cache: Path | None = None, cuda_graph: bool = False) -> ort.InferenceSession:
     """One inference session for a graph of the model directory."""
     if not path.is_file():
         raise ModelDirError(f"missing graph {path}; the model directory is incomplete, export it again")
@@ -100,7 +102,7 @@ def create_session(path: Path, placement: Placement, fp16: bool = False,
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
-    providers = [(p, _provider_options(p, trt_cache, fp16)) for p in placement.providers]
+    providers = [(p, _provider_options(p, trt_cache, fp16, cuda_graph)) for p in placement.providers]
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types

@@ -168,3 +168,18 @@ def test_soak_of_many_requests_keeps_memory_flat(model_dirs):
     warm, end, completed = proc.stdout.split()
     assert int(completed) == 240
     assert float(end) - float(warm) < 48, (warm, end)  # MB
+
+
+def test_fixed_address_steps_equal_the_usual_ones(model_dirs):
+    """The step-only graphs (what a GPU captures as CUDA graphs) run on the CPU here: the same tokens
+    and audio as the full graphs, alone and among other requests."""
+    usual = Bark.load(model_dirs["suno-tiny"], max_batch=3)
+    fixed = Bark.load(model_dirs["suno-tiny"], max_batch=3, cuda_graph=True)
+    assert fixed.decoders["coarse"].fixed is not None and usual.decoders["coarse"].fixed is None
+    requests = REQUESTS[:4]
+    expected = [usual.synthesize(text, voice, seed=seed, silent=True, **kw) for text, voice, seed, kw in requests]
+    with ThreadPoolExecutor(len(requests)) as pool:
+        got = list(pool.map(lambda r: fixed.synthesize(r[0], r[1], seed=r[2], silent=True, **r[3]), requests))
+    assert all(_equal(a, b) for a, b in zip(expected, got))
+    usual.close()
+    fixed.close()

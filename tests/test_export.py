@@ -263,3 +263,20 @@ def test_kept_prefix_equals_full_prefill(reference_models):
         np.testing.assert_allclose(a, b, atol=1e-5)
     with pytest.raises(RowsFullError):
         dec.open()
+
+
+def test_step_graphs_share_the_weights_of_the_full_graphs(model_dirs):
+    """In-place exports carry one-token step graphs (for CUDA graphs) whose weights point into the
+    full graphs' data files: a few kB on disk each, and no Shape arithmetic for the host to do."""
+    import onnx
+
+    config = ModelConfig.load(model_dirs["suno-tiny"])
+    assert set(config.step_graphs) == {"semantic", "coarse"}
+    assert not ModelConfig.load(model_dirs["hf-mini"]).step_graphs  # concat caches have none
+    for stage, info in config.step_graphs.items():
+        path = model_dirs["suno-tiny"] / info.file
+        assert path.stat().st_size < 64_000
+        graph = onnx.load(str(path), load_external_data=False).graph
+        places = {e.value for t in graph.initializer for e in t.external_data if e.key == "location"}
+        assert places == {config.graphs[stage].file + ".data"}
+        assert not {n.op_type for n in graph.node} & {"Shape", "Range", "Slice", "ReduceMax"}
