@@ -1,0 +1,78 @@
+"""Decoding steps with and without CUDA graphs: one 13 s segment, stage by stage, on one model directory.
+
+    python -m bark_onnx.benchmarks.graph_steps MODEL_DIR --providers cuda,cpu [--rounds 3] [--out FILE]
+
+Loads the model twice, steps through the full graphs (`cuda_graph=False`) and through the step-only
+graphs (`cuda_graph=True`, captured once and replayed where CUDA runs), and times each stage of the
+benchmark segment (median of the rounds, after a warm-up); the tokens of both are compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .workload import SEGMENT, SEED, TEXT
+
+
+def _stages(tts) -> dict[str, tuple[float, object]]:
+    w, inputs = SEGMENT, SEGMENT.inputs()
+    out = {}
+    t = time.perf_counter()
+    semantic = tts.text_to_semantic(TEXT, seed=SEED, allow_early_stop=False, max_gen_duration_s=w.max_gen_duration_s,
+                                    silent=True)
+    out["semantic"] = (time.perf_counter() - t, semantic)
+    t = time.perf_counter()
+    coarse = tts.semantic_to_coarse(inputs["semantic"], temperature=0.7, seed=SEED, silent=True)
+    out["coarse"] = (time.perf_counter() - t, coarse)
+    t = time.perf_counter()
+    fine = tts.coarse_to_fine(inputs["coarse"], temperature=0.5, seed=SEED)
+    out["fine"] = (time.perf_counter() - t, fine)
+    t = time.perf_counter()
+    audio = tts.decode(inputs["fine"])
+    out["codec"] = (time.perf_counter() - t, audio)
+    return out
+
+
+def measure(model_dir: Path, providers=None, rounds: int = 3) -> dict:
+    from bark_onnx import Bark
+
+    results = {}
+    tokens = {}
+    for mode in (False, True):
+        tts = Bark.load(model_dir, providers=providers, cuda_graph=mode)
+        tts.generate("warm up", seed=0, silent=True, max_gen_duration_s=0.5)
+        runs = [_stages(tts) for _ in range(rounds)]
+        name = "cuda_graph" if mode else "full_graphs"
+        results[name] = {stage: float(np.median([r[stage][0] for r in runs])) for stage in runs[0]}
+        results[name]["segment_stages_total"] = sum(results[name].values())
+        results[name]["providers"] = tts.active_providers()
+        tokens[name] = runs[0]
+        tts.close()
+    results["same_tokens"] = {stage: bool(np.array_equal(tokens["full_graphs"][stage][1], tokens["cuda_graph"][stage][1]))
+                              for stage in ("semantic", "coarse", "fine")}
+    return results
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bark_onnx.benchmarks.graph_steps", description=__doc__.split("\n")[0])
+    p.add_argument("model_dir")
+    p.add_argument("--providers", help="e.g. cuda,cpu")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--out", help="write the results as JSON here")
+    args = p.parse_args(argv)
+    results = measure(Path(args.model_dir), args.providers.split(",") if args.providers else None, args.rounds)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
