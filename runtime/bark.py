@@ -19,10 +19,12 @@ from .coarse import CoarseOptions, check_semantic, coarse_windows, generate_coar
 from .config import STAGES, VOICES_DIR, ModelConfig
 from .constants import CODEBOOK_SIZE, N_FINE_CODEBOOKS, SAMPLE_RATE
 from .decoder import CausalDecoder
-from .errors import InputError, ModelDirError
+from .errors import InputError
 from .fine import check_coarse, generate_fine
+from .graph_check import check_graphs
 from .longform import MAX_WORDS, split_text
 from .semantic import SemanticOptions, generate_semantic, semantic_history
+from .offline import is_offline
 from .sessions import Placement, create_session, make_placement
 from .stream import ChunkedCodec, ChunkedFine, stream_chunks
 from .text import TextEncoder
@@ -67,7 +69,7 @@ class Bark:
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, model_dir: Path, config: ModelConfig, placement: Placement):
+    def __init__(self, model_dir: Path, config: ModelConfig, placement: Placement, offline: bool = False):
         self.model_dir = model_dir
         self.config = config
         self.placement = placement
@@ -80,23 +82,24 @@ class Bark:
         self.coarse_decoder = CausalDecoder(self.sessions["coarse"], config.graphs["coarse"], config.coarse,
                                             config.kv_cache, placement)
         self.text = TextEncoder(model_dir / config.tokenizer)
-        self.voices = VoiceLibrary(model_dir / VOICES_DIR)
+        self.voices = VoiceLibrary(model_dir / VOICES_DIR, use_hub=not is_offline(offline))
         self.timings: dict[str, float] = {}  # seconds per stage of the last generate()
 
     @classmethod
-    def load(cls, model_dir: str | Path, providers=None, threads: int | None = None) -> Bark:
+    def load(cls, model_dir: str | Path, providers=None, threads: int | None = None, offline: bool = False) -> Bark:
         """Load a model directory made by `bark-onnx export`.
 
         providers: None (TensorRT, CUDA, CPU as available), or names such as
         ["cuda", "cpu"]. threads: CPU threads per session (default: the cores
-        this process may use).
+        this process may use). offline: never use the network (voice presets
+        come from local files only); BARK_ONNX_OFFLINE=1 does the same.
         """
         model_dir = Path(model_dir).expanduser()
         config = ModelConfig.load(model_dir)
         placement = make_placement(providers, threads)
         if config.precision == "fp16" and not placement.on_gpu:
             logger.warning("fp16 graphs on the CPU are slow; export with --precision fp32 (or int8) for CPU")
-        tts = cls(model_dir, config, placement)
+        tts = cls(model_dir, config, placement, offline)
         logger.info("bark-onnx: %s graphs on %s (%d threads)", config.precision,
                     ", ".join(p.replace("ExecutionProvider", "") for p in tts.active_providers()), placement.threads)
         return tts
@@ -105,14 +108,7 @@ class Bark:
         return self.sessions["semantic"].get_providers()
 
     def _check_graphs(self) -> None:
-        for stage, session in self.sessions.items():
-            info = self.config.graphs[stage]
-            names = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
-            if tuple(names[0]) != info.inputs or tuple(names[1]) != info.outputs:
-                raise ModelDirError(
-                    f"{info.file} does not have the inputs and outputs config.json lists; "
-                    "the directory mixes files of different exports: export it again"
-                )
+        check_graphs(self.config, self.sessions)
 
     # ------------------------------------------------------------ stages
 
