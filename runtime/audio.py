@@ -20,6 +20,7 @@ import numpy as np
 
 from .constants import SAMPLE_RATE
 from .errors import OutputError
+from .files import umask
 
 HEADER_BYTES = 44
 
@@ -100,7 +101,7 @@ class GrowingWav:
             self.file.truncate(HEADER_BYTES + self.n_bytes)  # drops a chunk cut short by Ctrl-C
             self._write_header()
             self.file.close()
-            os.chmod(self._tmp, 0o666 & ~_umask())
+            os.chmod(self._tmp, 0o666 & ~umask())
             os.replace(self._tmp, self.path)
         except OSError as err:
             self.discard()
@@ -155,9 +156,3 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     with wave.open(str(path), "rb") as w:
         data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
         return data.astype(np.float32) / 32767.0, w.getframerate()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

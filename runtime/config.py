@@ -9,9 +9,7 @@ weights came from, so a runtime can refuse a directory it cannot run.
 from __future__ import annotations
 
 import json
-import os
 import reprlib
-import tempfile
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 from . import constants as C
 from .errors import ModelDirError
+from .files import write_atomic
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -260,18 +259,8 @@ class ModelConfig:
         return data
 
     def save(self, model_dir: str | Path) -> None:
-        """Write config.json under a temporary name, then rename it into place."""
-        path = Path(model_dir) / CONFIG_FILE
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=f".{CONFIG_FILE}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write config.json (under a temporary name, then renamed into place)."""
+        write_atomic(Path(model_dir) / CONFIG_FILE, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def from_dict(cls, data: Any, where: str = CONFIG_FILE) -> ModelConfig:
