@@ -23,8 +23,8 @@ from .errors import InputError
 from .fine import check_coarse, generate_fine
 from .graph_check import check_graphs
 from .longform import MAX_WORDS, split_text
-from .semantic import SemanticOptions, generate_semantic, semantic_history
 from .offline import is_offline
+from .semantic import SemanticOptions, generate_semantic, semantic_history
 from .sessions import Placement, create_session, make_placement
 from .stream import ChunkedCodec, ChunkedFine, stream_chunks
 from .text import TextEncoder

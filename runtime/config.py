@@ -9,6 +9,7 @@ weights came from, so a runtime can refuse a directory it cannot run.
 from __future__ import annotations
 
 import json
+import os
 import reprlib
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
@@ -55,6 +56,11 @@ def _key(where: str, name: Any) -> str:
 
 def _short(value: Any) -> str:
     return reprlib.repr(value)  # bounded in length and depth
+
+
+def _path_text(path: Path) -> str:
+    text = str(path)
+    return repr(text) if len(text) <= 200 else repr(text[:200]) + "..."
 
 
 def _checked(value: Any, hint: Any, where: str) -> Any:
@@ -285,15 +291,21 @@ class ModelConfig:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> ModelConfig:
+        if not isinstance(model_dir, (str, os.PathLike)):
+            raise ModelDirError(f"a model directory is a path, got {type(model_dir).__name__}")
         model_dir = Path(model_dir)
         path = model_dir / CONFIG_FILE
-        if not model_dir.is_dir():
+        try:
+            found = model_dir.is_dir(), path.is_file()
+        except OSError as err:  # a name too long, a folder we may not enter
+            raise ModelDirError(f"cannot open the model directory {_path_text(model_dir)} ({err.strerror})") from None
+        if not found[0]:
             raise ModelDirError(
-                f"model directory {str(model_dir)!r} does not exist; create one with "
+                f"model directory {_path_text(model_dir)} does not exist; create one with "
                 "'bark-onnx export --checkpoint CHECKPOINT --out DIR'"
             )
-        if not path.is_file():
-            raise ModelDirError(f"{str(model_dir)!r} has no {CONFIG_FILE}: it is not a bark-onnx model directory")
+        if not found[1]:
+            raise ModelDirError(f"{_path_text(model_dir)} has no {CONFIG_FILE}: it is not a bark-onnx model directory")
         return cls.from_dict(_read_json(path), str(path))
 
 

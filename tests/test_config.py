@@ -119,3 +119,18 @@ def test_a_written_config_reads_back(model_dirs, tmp_path):
     config.save(tmp_path)
     assert ModelConfig.load(tmp_path) == config
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temporary file left
+
+
+@pytest.mark.parametrize("model_dir", ["m" * 300, "no\0such", "/proc/self/nope"])
+def test_odd_model_paths_are_model_dir_errors(model_dir):
+    with pytest.raises(ModelDirError):
+        Bark.load(model_dir)
+
+
+@pytest.mark.parametrize("options", [dict(threads=0), dict(threads=2.5), dict(threads="2"), dict(providers=5),
+                                     dict(providers=[None])])
+def test_odd_placements_are_refused(options, model_dirs):
+    from bark_onnx import BarkOnnxError
+
+    with pytest.raises(BarkOnnxError, match="threads|providers"):
+        Bark.load(model_dirs["suno-tiny"], **options)
