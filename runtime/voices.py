@@ -104,9 +104,12 @@ def bark_package_prompts() -> Path | None:
 
 
 def _names_in(folder: Path | None) -> list[str]:
-    if folder is None or not folder.is_dir():
-        return []
-    return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.npz"))
+    try:
+        if folder is None or not folder.is_dir():
+            return []
+        return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.npz"))
+    except OSError as err:  # a path too long, a folder we may not read
+        raise VoiceError(f"cannot list the voices in {shorten(str(folder))} ({err.strerror or err})") from None
 
 
 def hub_reachable(host: str = "huggingface.co") -> bool:

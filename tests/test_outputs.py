@@ -189,3 +189,9 @@ def test_a_closed_pipe_ends_quietly_with_exit_2(model_dirs):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 2
     assert err == "bark-onnx: error: the output pipe was closed; stopped\n"
+
+
+def test_voices_of_an_unusable_model_path_is_one_line(capsys):
+    assert main(["voices", "--model", "m" * 300]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bark-onnx: error: cannot list the voices") and err.count("\n") == 1
