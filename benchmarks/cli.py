@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from bark_onnx.files import write_atomic
+
 from .workload import ALL_BACKENDS
 
 
@@ -89,9 +91,9 @@ def cmd_bench(args) -> int:
 
         results["quality"] = {p: measure(paths["onnx-fp32"], paths[f"onnx-{p}"])
                               for p in precisions if p in ("int8", "int4")}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_atomic(out / "results.json", json.dumps(results, indent=2))
     text = report.table(results)
-    (out / "results.md").write_text(text)
+    write_atomic(out / "results.md", text)
     written = [out / "results.json", out / "results.md"]
     try:
         report.chart(results, out / "chart.png")
@@ -124,7 +126,7 @@ def cmd_fastpath(args) -> int:
 
     rows = run(args.size, args.threads)
     if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=2))
+        write_atomic(args.out, json.dumps(rows, indent=2))
     return 0
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bark_onnx.cache import cache_root
 from bark_onnx.config import CONFIG_FILE
+from bark_onnx.files import write_atomic
 
 FINGERPRINT_FILE = "bench-fingerprint.txt"
 
@@ -67,6 +68,6 @@ def prepare(size: str, precisions: list[str], root: Path | None = None, progress
                 say(f"{model_dir} was exported by other code; exporting it again")
             export_model(str(checkpoint), model_dir, precision=precision, progress=progress, overwrite=True,
                          report=say)
-            (model_dir / FINGERPRINT_FILE).write_text(fingerprint + "\n")
+            write_atomic(model_dir / FINGERPRINT_FILE, fingerprint + "\n")
         paths[f"onnx-{precision}"] = model_dir
     return paths

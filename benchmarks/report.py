@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import platform
 from pathlib import Path
+
+from bark_onnx.files import write_atomic
 
 REFERENCES = ("transformers", "reference")
 STAGE_ORDER = ("semantic", "coarse", "fine", "codec", "segment")
@@ -122,8 +125,10 @@ def chart(results: dict, path: Path) -> None:
     ax.set_title(f"Bark, one 13 s segment, bark-{results['size']} shapes: time per stage")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
+    write_atomic(path, png.getvalue())
 
 
 def compare(baseline: dict, current: dict, threshold: float, backends: list[str] | None = None) -> list[str]:

@@ -25,8 +25,10 @@ from .engine import Engine, Job
 from .errors import InputError, ModelDirError
 from .executor import Executor
 from .fine import check_coarse, fine_loop
+from .graph_check import check_graphs
 from .hub import resolve_model_dir
 from .longform import MAX_WORDS, split_text
+from .offline import is_offline
 from .options import PIPELINE_KEYWORDS, check_seed, resolve, stage_keywords
 from .pipeline import generation, long_generation, stage_rngs
 from .progress import Progress
@@ -81,7 +83,7 @@ class Bark:
         self.engine = Engine(Executor(self.decoders, self.sessions["fine"], self.sessions["codec"]), max_batch,
                              max_queue)
         self.text = TextEncoder(model_dir / config.tokenizer)
-        self.voices = VoiceLibrary(model_dir / VOICES_DIR, use_hub=not offline)
+        self.voices = VoiceLibrary(model_dir / VOICES_DIR, use_hub=not is_offline(offline))
 
     def _step_sessions(self, cuda_graph: bool | None, fp16: bool, cache) -> dict:
         """The step-only graphs, where steps run through them: on a GPU by default (captured as CUDA
@@ -121,14 +123,7 @@ class Bark:
         return self.sessions["semantic"].get_providers()
 
     def _check_graphs(self) -> None:
-        for stage, session in self.sessions.items():
-            info = self.config.graphs[stage]
-            names = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
-            if tuple(names[0]) != info.inputs or tuple(names[1]) != info.outputs:
-                raise ModelDirError(
-                    f"{info.file} does not have the inputs and outputs config.json lists; "
-                    "the directory mixes files of different exports: export it again"
-                )
+        check_graphs(self.config, self.sessions)
 
     def stats(self) -> dict[str, int]:
         """Requests waiting and in flight, cache rows in use, and how many completed, failed or were cancelled."""

@@ -2,7 +2,8 @@
 
 The cache is `$XDG_CACHE_HOME/bark_onnx` (`~/.cache/bark_onnx` by default).
 `suno/bark-small` or `suno/bark` is exported there the first time it is
-needed, which takes the export extra (torch) and a network; a user who ran
+needed, which takes the export extra (torch) and a network (never used
+offline, see offline.py); a user who ran
 Suno's Bark before has its `.pt` files in `$XDG_CACHE_HOME/suno/bark_v0`, and
 those are exported instead, offline.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from .config import CONFIG_FILE
 from .errors import BarkOnnxError, ModelDirError
+from .offline import OFFLINE_ENV, is_offline
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +45,8 @@ def cached_model_dir(small: bool, precision: str = "fp32") -> Path:
     return cache_root() / f"{HUB_MODELS[small].replace('/', '--')}-{precision}"
 
 
-def ensure_model(small: bool, precision: str = "fp32", progress: bool = True) -> Path:
-    """The cached model directory, exported on first use."""
+def ensure_model(small: bool, precision: str = "fp32", progress: bool = True, offline: bool = False) -> Path:
+    """The cached model directory, exported on first use (offline: only from local files)."""
     target = cached_model_dir(small, precision)
     if (target / CONFIG_FILE).is_file():
         return target
@@ -52,6 +54,11 @@ def ensure_model(small: bool, precision: str = "fp32", progress: bool = True) ->
     files = SUNO_FILES["small" if small else "large"]
     if all((suno_dir / f).is_file() for f in files.values()):
         source = str(suno_dir / files["semantic"])
+    elif is_offline(offline):
+        raise ModelDirError(
+            f"no model in {target}, and offline ({OFFLINE_ENV}, HF_HUB_OFFLINE or --offline) it cannot be "
+            f"downloaded from {HUB_MODELS[small]}: pass --model with an exported model directory "
+            "(made by 'bark-onnx export --checkpoint LOCAL_CHECKPOINT --out DIR')")
     else:
         source = HUB_MODELS[small]
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from .errors import BarkOnnxError
@@ -33,8 +34,15 @@ def _run_export(args) -> int:
         return 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr and exit status 2 (subcommand parsers share this class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bark-onnx", description="Suno's Bark text-to-audio on ONNX Runtime")
+    parser = _Parser(prog="bark-onnx", description="Suno's Bark text-to-audio on ONNX Runtime")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (providers, timings)")
     sub = parser.add_subparsers(dest="command", required=True)
     _export_parser(sub)
@@ -54,11 +62,26 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except BarkOnnxError as err:
-        print(f"bark-onnx: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).splitlines())  # one line, whatever the message holds
+        print(f"bark-onnx: error: {message}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        _quiet_stdout()
+        print("bark-onnx: error: the output pipe was closed; stopped", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bark-onnx: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_stdout() -> None:
+    """After EPIPE on stdout, point it at /dev/null: Python flushes stdout at exit, and a second
+    BrokenPipeError there would print a traceback (the advice in Python's `signal` documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (e.g. captured in tests)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

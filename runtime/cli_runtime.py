@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
-from .audio import write_wav
+from .audio import GrowingWav, write_pcm
 from .errors import BarkOnnxError
 
 
@@ -15,9 +16,28 @@ def _providers(text: str | None):
     return None if not text else [p.strip() for p in text.split(",") if p.strip()]
 
 
+def _number(kind, test, want: str):
+    """An argparse type: `kind(text)` that passes `test`, else a one-line error saying what is wanted."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not test(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {want}")
+        return value
+    return parse
+
+
+seed_type = _number(int, lambda v: v >= 0, "a non-negative integer")
+temperature_type = _number(float, lambda v: math.isfinite(v) and v >= 0, "a temperature >= 0 (0: greedy)")
+threads_type = _number(int, lambda v: v >= 1, "a positive number of threads")
+seconds_type = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive number of seconds")
+
+
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--providers", help="comma-separated execution providers, e.g. cuda,cpu (default: best available)")
-    p.add_argument("--threads", type=int, help="CPU threads per session (default: the cores available)")
+    p.add_argument("--threads", type=threads_type, help="CPU threads per session (default: the cores available)")
 
 
 def add_parsers(sub) -> None:
@@ -26,14 +46,17 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="WAV file to write ('-' with --stream: raw 16-bit PCM to stdout)")
     p.add_argument("--voice", help="voice preset (v2/en_speaker_6, announcer, ...) or an .npz file")
     p.add_argument("--model", help="model directory (default: suno/bark-small exported to the cache on first use)")
-    p.add_argument("--seed", type=int, help="random seed for reproducible audio")
-    p.add_argument("--text-temp", type=float, default=0.7, help="semantic temperature (0: greedy)")
-    p.add_argument("--waveform-temp", type=float, default=0.7, help="coarse temperature (0: greedy)")
+    p.add_argument("--seed", type=seed_type, help="random seed for reproducible audio (a non-negative integer)")
+    p.add_argument("--text-temp", type=temperature_type, default=0.7, help="semantic temperature (0: greedy)")
+    p.add_argument("--waveform-temp", type=temperature_type, default=0.7, help="coarse temperature (0: greedy)")
     p.add_argument("--stream", action="store_true",
-                   help="write audio as it is made: a WAV that grows, or raw PCM (s16le, 24 kHz, mono) with --out -")
+                   help="write audio as it is made: into a temporary WAV beside --out, renamed into place when "
+                        "done (Ctrl-C keeps what was made), or raw PCM (s16le, 24 kHz, mono) with --out -")
     p.add_argument("--long", action="store_true",
                    help="long text: split at sentences and clauses, one segment after another")
     p.add_argument("--silent", action="store_true", help="no progress bars")
+    p.add_argument("--offline", action="store_true",
+                   help="never use the network (also BARK_ONNX_OFFLINE=1): local voices and models only")
     _add_runtime_options(p)
     p.set_defaults(func=cmd_say)
 
@@ -45,19 +68,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--size", choices=("small", "large", "tiny"), default="small",
                    help="bark-small or bark shapes (tiny: a 2-layer model, for a quick install check)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8", "int4"), default="fp32")
-    p.add_argument("--seconds", type=float, default=13.0, help="audio length to generate (EOS off)")
+    p.add_argument("--seconds", type=seconds_type, default=13.0, help="audio length to generate (EOS off)")
     p.add_argument("--out", help="also write the (noise) WAV here")
     p.add_argument("--silent", action="store_true", help="no progress bars")
     _add_runtime_options(p)
     p.set_defaults(func=cmd_demo)
 
 
-def _load(model: str | None, providers, threads, silent: bool):
+def _load(model: str | None, providers, threads, silent: bool, offline: bool = False):
     from .bark import Bark
     from .cache import ensure_model
 
-    model_dir = Path(model) if model else ensure_model(small=True, progress=not silent)
-    return Bark.load(model_dir, providers=_providers(providers), threads=threads)
+    model_dir = Path(model) if model else ensure_model(small=True, progress=not silent, offline=offline)
+    return Bark.load(model_dir, providers=_providers(providers), threads=threads, offline=offline)
 
 
 def cmd_say(args) -> int:
@@ -66,42 +89,42 @@ def cmd_say(args) -> int:
         raise BarkOnnxError("--out - (raw PCM to stdout) needs --stream")
     if not to_stdout and Path(args.out).suffix.lower() != ".wav":
         raise BarkOnnxError(f"--out must name a .wav file (or '-' with --stream), got {args.out!r}")
-    tts = _load(args.model, args.providers, args.threads, args.silent)
-    options = dict(voice=args.voice, text_temperature=args.text_temp, waveform_temperature=args.waveform_temp,
-                   seed=args.seed, silent=args.silent)
     start = time.perf_counter()
-    if args.stream:
-        chunks = tts.stream_long(args.text, **options) if args.long else tts.stream(args.text, **options)
-        n = _write_stream(chunks, None if to_stdout else Path(args.out))
-    else:
-        audio = tts.generate_long(args.text, **options) if args.long else tts.generate(args.text, **options)
-        write_wav(args.out, audio)
-        n = len(audio)
+    wav = None if to_stdout else GrowingWav(args.out)  # a bad path fails here, before any work
+    try:
+        tts = _load(args.model, args.providers, args.threads, args.silent, args.offline)
+        n = _say(tts, args, wav)
+    except KeyboardInterrupt:
+        if wav is not None and wav.keep_partial():
+            print(f"bark-onnx: kept the {wav.n_samples / wav.rate:.1f} s made so far in {args.out}", file=sys.stderr)
+        raise
+    except BaseException:
+        if wav is not None:
+            wav.discard()
+        raise
+    if wav is not None:
+        wav.commit()
     if not args.silent:
         took = time.perf_counter() - start
         print(f"wrote {args.out} ({n / tts.sample_rate:.1f} s of audio in {took:.1f} s)", file=sys.stderr)
     return 0
 
 
-def _write_stream(chunks, path: Path | None) -> int:
-    """Write chunks as they come; returns the samples written. A failed stream leaves no file."""
-    from .audio import GrowingWav, write_pcm
-
-    wav = GrowingWav(path) if path is not None else None
+def _say(tts, args, wav: GrowingWav | None) -> int:
+    """Generate into `wav` (or raw PCM to stdout); returns the samples written."""
+    options = dict(voice=args.voice, text_temperature=args.text_temp, waveform_temperature=args.waveform_temp,
+                   seed=args.seed, silent=args.silent)
+    if not args.stream:
+        audio = tts.generate_long(args.text, **options) if args.long else tts.generate(args.text, **options)
+        wav.append(audio)
+        return len(audio)
     n = 0
-    try:
-        for chunk in chunks:
-            if wav is not None:
-                wav.append(chunk)
-            else:
-                write_pcm(None, chunk)
-            n += len(chunk)
-    except BaseException:
+    for chunk in tts.stream_long(args.text, **options) if args.long else tts.stream(args.text, **options):
         if wav is not None:
-            wav.discard()
-        raise
-    if wav is not None:
-        wav.close()
+            wav.append(chunk)
+        else:
+            write_pcm(None, chunk)
+        n += len(chunk)
     return n
 
 
@@ -121,6 +144,8 @@ def cmd_voices(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    if args.out:
+        GrowingWav(args.out).discard()  # a bad --out fails now, not after the export and generation
     try:
         from bark_onnx.export.demo import run_demo
     except ImportError as err:

@@ -23,3 +23,7 @@ class VoiceError(BarkOnnxError, ValueError):
 
 class InputError(BarkOnnxError, ValueError):
     """An argument of a generation call is out of range or of the wrong kind."""
+
+
+class OutputError(BarkOnnxError, OSError):
+    """An output file cannot be written where asked (missing or read-only folder, a directory, a full disk)."""

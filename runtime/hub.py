@@ -8,18 +8,13 @@ cache is read.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from .errors import ModelDirError
+from .offline import is_offline
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
-_TRUE = ("1", "true", "yes", "on")
-
-
-def offline_by_environment() -> bool:
-    return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("BARK_ONNX_OFFLINE", "HF_HUB_OFFLINE"))
 
 
 def is_hub_id(text: str) -> bool:
@@ -38,7 +33,7 @@ def resolve_model_dir(model: str | Path, offline: bool = False) -> Path:
     except ImportError:
         raise ModelDirError(f"{model!r} is not a local directory, and loading it from the hub needs "
                             "huggingface_hub: pip install huggingface_hub") from None
-    local_only = offline or offline_by_environment()
+    local_only = is_offline(offline)
     try:
         return Path(snapshot_download(repo_id=str(model), local_files_only=local_only))
     except Exception as err:  # the hub client raises many types (offline, 404, auth, disk)

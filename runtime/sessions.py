@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 from .errors import BarkOnnxError, ModelDirError
@@ -55,6 +56,9 @@ def resolve_providers(requested=None) -> tuple[str, ...]:
     else:
         if isinstance(requested, str):
             requested = [requested]
+        if not isinstance(requested, (list, tuple)) or not all(isinstance(p, str) for p in requested):
+            raise BarkOnnxError(f"providers must be None, a name or a list of names such as ['cuda', 'cpu'], "
+                                f"got {requested!r:.80}")
         chosen = []
         for name in requested:
             full = SHORT_NAMES.get(str(name).lower(), str(name))
@@ -72,10 +76,10 @@ def resolve_providers(requested=None) -> tuple[str, ...]:
 
 
 def make_placement(providers=None, threads: int | None = None) -> Placement:
-    placement = Placement(resolve_providers(providers), int(threads or default_threads()))
-    if placement.threads < 1:
-        raise BarkOnnxError(f"threads must be at least 1, got {threads}")
-    return placement
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+                                or threads < 1):
+        raise BarkOnnxError(f"threads must be None (the cores available) or an integer >= 1, got {threads!r:.80}")
+    return Placement(resolve_providers(providers), int(threads or default_threads()))
 
 
 def _provider_options(name: str, cache_dir: Path | None, fp16: bool, cuda_graph: bool = False) -> dict:

@@ -3,8 +3,9 @@
 A voice is three integer arrays: `semantic_prompt` (n,), `coarse_prompt`
 (2, m) and `fine_prompt` (8, m). Presets are looked up, in order, in the model
 directory's `voices/`, in an installed `bark` package's `assets/prompts/`, and
-on a networked machine in the hub's `suno/bark` speaker embeddings. Voice
-files are untrusted input: no pickle, bounded sizes, checked shapes and ranges.
+on a networked machine (not offline, see offline.py) in the hub's `suno/bark`
+speaker embeddings. Voice files are untrusted input (voice_files.py): no
+pickle, bounded sizes, checked shapes and ranges.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import logging
 import os
 import re
 import socket
-import zipfile
 from pathlib import Path
 from typing import Mapping, Union
 
@@ -23,11 +23,12 @@ import numpy as np
 
 from .constants import CODEBOOK_SIZE, N_COARSE_CODEBOOKS, N_FINE_CODEBOOKS, SEMANTIC_VOCAB_SIZE
 from .errors import VoiceError
+from .offline import is_offline
+from .voice_files import check_path_text, is_file, read_npy_file, read_npz, shorten
 
 logger = logging.getLogger(__name__)
 
 VOICE_KEYS = ("semantic_prompt", "coarse_prompt", "fine_prompt")
-MAX_VOICE_BYTES = 16 * 1024 * 1024  # per array, uncompressed; real presets are ~100 kB
 MAX_PROMPT_LEN = 100_000
 HUB_REPO = "suno/bark"
 _NAME = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)?$")
@@ -51,7 +52,10 @@ def validate_voice(arrays: Mapping[str, object], where: str = "voice") -> Voice:
         raise VoiceError(f"{where}: missing {missing}; a voice needs {list(VOICE_KEYS)}")
     voice: Voice = {}
     for key, (rows, upper) in _RULES.items():
-        arr = np.asarray(arrays[key])
+        try:
+            arr = np.asarray(arrays[key])
+        except (ValueError, TypeError, OverflowError) as err:  # ragged lists, unconvertible objects
+            raise VoiceError(f"{where}: {key} is not an integer array ({err})") from None
         if arr.dtype.kind not in "iu":
             raise VoiceError(f"{where}: {key} must hold integers, got dtype {arr.dtype}")
         want_ndim = 1 if rows is None else 2
@@ -69,47 +73,19 @@ def validate_voice(arrays: Mapping[str, object], where: str = "voice") -> Voice:
     return voice
 
 
-def _check_npy_sizes(path: Path) -> None:
-    """Refuse an .npz whose members would inflate past MAX_VOICE_BYTES."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                if info.file_size > MAX_VOICE_BYTES:
-                    raise VoiceError(f"{path}: member {info.filename} is {info.file_size} bytes, too large for a voice")
-    except zipfile.BadZipFile:
-        raise VoiceError(f"{path}: not a valid .npz (zip) file") from None
-
-
-def _load_array(path: Path) -> np.ndarray:
-    if path.stat().st_size > MAX_VOICE_BYTES:
-        raise VoiceError(f"{path}: {path.stat().st_size} bytes, too large for a voice array")
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise VoiceError(f"{path}: refused ({err}); voice files must hold plain integer arrays") from None
-    except OSError as err:
-        raise VoiceError(f"{path}: cannot read it ({err})") from None
-
-
 def load_voice_file(path: str | Path) -> Voice:
-    """Load and check an `.npz` voice file (no pickle)."""
-    path = Path(path)
-    if not path.is_file():
-        raise VoiceError(f"voice file {str(path)!r} does not exist")
-    _check_npy_sizes(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files if k in VOICE_KEYS}
-    except ValueError as err:
-        raise VoiceError(f"{path}: refused ({err}); voice files must hold plain integer arrays") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
-        raise VoiceError(f"{path}: cannot read it as .npz ({err})") from None
-    return validate_voice(arrays, str(path))
+    """Load and check an `.npz` voice file (no pickle, sizes checked before anything is read)."""
+    text = os.fspath(path)
+    check_path_text(text, "voice file")
+    path = Path(text)
+    if not is_file(path):
+        raise VoiceError(f"voice file {shorten(text)} does not exist")
+    return validate_voice(read_npz(path, VOICE_KEYS), str(path))
 
 
 def load_voice_arrays(files: Mapping[str, Path], where: str) -> Voice:
     """Load a voice stored as three `.npy` files (the Hugging Face layout)."""
-    return validate_voice({k: _load_array(Path(p)) for k, p in files.items()}, where)
+    return validate_voice({k: read_npy_file(Path(p)) for k, p in files.items()}, where)
 
 
 def bark_package_prompts() -> Path | None:
@@ -128,14 +104,17 @@ def bark_package_prompts() -> Path | None:
 
 
 def _names_in(folder: Path | None) -> list[str]:
-    if folder is None or not folder.is_dir():
-        return []
-    return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.npz"))
+    try:
+        if folder is None or not folder.is_dir():
+            return []
+        return sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.npz"))
+    except OSError as err:  # a path too long, a folder we may not read
+        raise VoiceError(f"cannot list the voices in {shorten(str(folder))} ({err.strerror or err})") from None
 
 
 def hub_reachable(host: str = "huggingface.co") -> bool:
     """A quick check before asking the hub: its client retries for ~20 s when offline."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+    if is_offline():
         return False
     try:
         socket.getaddrinfo(host, 443)
@@ -144,7 +123,7 @@ def hub_reachable(host: str = "huggingface.co") -> bool:
     return True
 
 
-def _from_hub(name: str) -> Voice | None:
+def _hub_voice(name: str) -> Voice | None:
     """One of Suno's presets from the hub's suno/bark speaker embeddings (None when unreachable)."""
     if not _SUNO_PRESET.match(name) or not hub_reachable():
         return None
@@ -163,12 +142,17 @@ def _from_hub(name: str) -> Voice | None:
 
 
 class VoiceLibrary:
-    """Finds voice presets by name for one model directory."""
+    """Finds voice presets by name for one model directory.
+
+    use_hub=False (or offline, see offline.py) keeps lookups local. A name the
+    hub did not have is remembered, so it is asked once per library, not per call.
+    """
 
     def __init__(self, model_voices: Path | None = None, use_hub: bool = True):
         self.model_voices = model_voices
         self.use_hub = use_hub
         self._cache: dict[str, Voice] = {}
+        self._hub_misses: set[str] = set()
 
     def names(self) -> list[str]:
         """Preset names available without a network."""
@@ -190,8 +174,9 @@ class VoiceLibrary:
             return validate_voice(voice, "voice dict")
         if not isinstance(voice, (str, Path)):
             raise VoiceError(f"voice must be a preset name, an .npz path or a dict, got {type(voice).__name__}")
-        text = str(voice)
-        if isinstance(voice, Path) or text.endswith(".npz") or Path(text).is_file():
+        text = os.fspath(voice)
+        check_path_text(text)  # before the file system sees it: NUL, surrogates, 300-character names
+        if isinstance(voice, Path) or text.endswith(".npz") or is_file(Path(text)):
             return load_voice_file(text)
         if text not in self._cache:
             self._cache[text] = self._find_preset(text)
@@ -199,17 +184,32 @@ class VoiceLibrary:
 
     def _find_preset(self, name: str) -> Voice:
         if not _NAME.match(name):
-            raise VoiceError(f"{name!r} is not a voice preset name (like 'v2/en_speaker_6') nor an .npz file")
+            raise VoiceError(f"{shorten(name)} is not a voice preset name (like 'v2/en_speaker_6') nor an .npz file")
         for folder in (self.model_voices, bark_package_prompts()):
-            if folder is not None and (folder / f"{name}.npz").is_file():
+            if folder is not None and is_file(folder / f"{name}.npz"):
                 return load_voice_file(folder / f"{name}.npz")
-        voice = _from_hub(name) if self.use_hub else None
+        voice = self._from_hub(name)
         if voice is not None:
             return voice
+        raise VoiceError(f"unknown voice {name!r}; {self._hint(name)}. A path to an .npz voice file works too.")
+
+    def _from_hub(self, name: str) -> Voice | None:
+        if not self.use_hub or is_offline() or name in self._hub_misses:
+            return None
+        voice = _hub_voice(name)
+        if voice is None:
+            self._hub_misses.add(name)
+        return voice
+
+    def _hint(self, name: str) -> str:
+        """What to say about an unknown preset: close names, this model's presets, where more come from."""
         own = _names_in(self.model_voices)
         known = self.names()
-        close = difflib.get_close_matches(name, known, n=3)
+        if not known:
+            return ("no presets are installed: export from a checkpoint that has them, "
+                    "or 'pip install --no-deps bark==0.1.5' for Suno's 130")
         parts = []
+        close = difflib.get_close_matches(name, known, n=3)
         if close:
             parts.append("did you mean " + " or ".join(repr(c) for c in close) + "?")
         if own:
@@ -217,7 +217,4 @@ class VoiceLibrary:
         extra = len(set(known) - set(own))
         if extra:
             parts.append(f"{extra} more come from the bark package ('bark-onnx voices' lists them)")
-        hint = "; ".join(parts) if known else (
-            "no presets are installed: export from a checkpoint that has them, "
-            "or 'pip install --no-deps bark==0.1.5' for Suno's 130")
-        raise VoiceError(f"unknown voice {name!r}; {hint}. A path to an .npz voice file works too.")
+        return "; ".join(parts)

@@ -92,3 +92,99 @@ def test_missing_arrays_are_named():
     del voice["fine_prompt"]
     with pytest.raises(VoiceError, match="missing \\['fine_prompt'\\]"):
         validate_voice(voice)
+
+
+def _npz_with_header(path, shape, descr="<i8", payload=b"\0" * 64):
+    """An .npz whose member's .npy header claims `shape` whatever the data holds."""
+    import io
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("semantic_prompt.npy", header.getvalue() + payload)
+    return path
+
+
+def test_header_claiming_2_40_elements_is_refused_before_allocating(tmp_path):
+    path = _npz_with_header(tmp_path / "huge.npz", (2 ** 40,))
+    with pytest.raises(VoiceError, match="header claims .* too large"):
+        load_voice_file(path)
+
+
+def test_truncated_and_non_integer_members_are_refused(tmp_path):
+    with pytest.raises(VoiceError, match="truncated"):
+        load_voice_file(_npz_with_header(tmp_path / "short.npz", (100,)))
+    with pytest.raises(VoiceError, match="refused"):
+        load_voice_file(_npz_with_header(tmp_path / "float.npz", (8,), descr="<f8"))
+
+
+@pytest.mark.parametrize("name", ["a" * 300, "v2/" + "b" * 256, "x/" * 3000 + "y", "nul\0byte", "lone\ud800"])
+def test_overlong_or_unusable_names_are_voice_errors(name, tmp_path):
+    lib = VoiceLibrary(tmp_path, use_hub=False)
+    with pytest.raises(VoiceError):
+        lib.resolve(name)
+    with pytest.raises(VoiceError):
+        lib.resolve(name + ".npz")
+
+
+@pytest.mark.parametrize("value", [[[1, 2], [3]], ["a", "b"], [2 ** 70], object()])
+def test_voice_dicts_of_odd_values_are_voice_errors(value):
+    voice = _voice()
+    voice["semantic_prompt"] = value
+    with pytest.raises(VoiceError):
+        validate_voice(voice)
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """The network switches off, and the hub's lookups recorded instead of made."""
+    from bark_onnx import voices
+
+    for name in ("BARK_ONNX_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    asked = []
+    monkeypatch.setattr(voices, "_hub_voice", lambda name: asked.append(name))
+    return asked
+
+
+def test_a_name_missing_on_the_hub_is_asked_once(online, tmp_path):
+    lib = VoiceLibrary(tmp_path, use_hub=True)
+    for _ in range(3):
+        with pytest.raises(VoiceError, match="unknown voice"):
+            lib.resolve("v2/xx_speaker_1")
+    assert online == ["v2/xx_speaker_1"]
+
+
+@pytest.mark.parametrize("env", ["BARK_ONNX_OFFLINE", "HF_HUB_OFFLINE"])
+def test_offline_environment_never_asks_the_network(env, online, monkeypatch, tmp_path):
+    import socket
+
+    monkeypatch.setenv(env, "1")
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: pytest.fail("looked up a host while offline"))
+    with pytest.raises(VoiceError, match="unknown voice"):
+        VoiceLibrary(tmp_path, use_hub=True).resolve("v2/xx_speaker_1")
+    assert online == []
+
+
+def test_bark_load_offline_keeps_voices_local(online, model_dirs):
+    from bark_onnx import Bark
+
+    tts = Bark.load(model_dirs["suno-tiny"], offline=True)
+    with pytest.raises(VoiceError, match="unknown voice"):
+        tts.load_voice("v2/xx_speaker_1")
+    assert online == [] and tts.voices.use_hub is False
+    assert tts.load_voice("announcer")["fine_prompt"].shape[0] == 8
+
+
+def test_offline_without_a_cached_model_says_to_pass_a_model(monkeypatch, tmp_path):
+    from bark_onnx.cache import ensure_model
+    from bark_onnx.errors import ModelDirError
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("BARK_ONNX_OFFLINE", "1")
+    with pytest.raises(ModelDirError, match="offline.*--model"):
+        ensure_model(small=True)
+    monkeypatch.delenv("BARK_ONNX_OFFLINE")
+    with pytest.raises(ModelDirError, match="offline.*--model"):
+        ensure_model(small=True, offline=True)
