@@ -15,7 +15,9 @@ import numpy as np
 
 
 def is_greedy(temperature: float | None) -> bool:
-    return temperature is None or temperature == 0
+    """0 or None. So is a temperature so small that logits / T would overflow: its draws are the
+    argmax anyway, since the noise vanishes beside the scaled logits."""
+    return temperature is None or temperature < 1e-30
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:

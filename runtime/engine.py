@@ -20,9 +20,11 @@ its cache rows at the next step.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Any, Generator
 
@@ -159,6 +161,12 @@ class Job:
         self._notify()
 
 
+def _stop_at_exit(ref) -> None:
+    engine = ref()
+    if engine is not None:
+        engine.close(timeout=0)
+
+
 class Engine:
     """Schedules jobs on an executor; see the module docstring."""
 
@@ -187,6 +195,9 @@ class Engine:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="bark-onnx-engine", daemon=True)
                 self._thread.start()
+                # at interpreter exit, stop between graph calls: a daemon thread killed inside
+                # ONNX Runtime aborts the process
+                atexit.register(_stop_at_exit, weakref.ref(self))
             self._lock.notify_all()
         return job
 

@@ -21,12 +21,19 @@ def is_hub_id(text: str) -> bool:
     return bool(_HUB_ID.match(text)) and ".." not in text
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
+
 def resolve_model_dir(model: str | Path, offline: bool = False) -> Path:
     """A local directory as it is; "org/name" that is not a local path from the hub (or its cache)."""
     if not isinstance(model, (str, Path)):
         raise ModelDirError(f"model must be a directory or a hub id like 'org/name', got {type(model).__name__}")
     path = Path(model).expanduser()
-    if isinstance(model, Path) or path.exists() or not is_hub_id(str(model)):
+    if isinstance(model, Path) or _exists(path) or not is_hub_id(str(model)):
         return path  # a missing local directory gets ModelConfig's error, which says how to make one
     try:
         from huggingface_hub import snapshot_download
