@@ -19,6 +19,7 @@ def pytest_addoption(parser):
     group.addoption("--bench-segment-rounds", type=int, default=2, help="timed rounds of the whole segment")
     group.addoption("--bench-threads", type=int, default=None, help="threads per backend (default: all cores)")
     group.addoption("--bench-providers", default=None, help="ONNX Runtime providers, e.g. cuda,cpu")
+    group.addoption("--bench-torch-device", default="cpu", help="cpu (fp32) or cuda (fp16) for the torch backends")
     group.addoption("--bench-cache", default=None, help="where checkpoints and exports are kept")
     group.addoption("--bench-slowdown", type=float, default=1.0,
                     help="make the ONNX backends this many times slower (to check regression detection)")
@@ -49,8 +50,9 @@ def bench_paths(pytestconfig) -> dict[str, Path]:
 class Workers:
     """Keeps one backend process alive at a time."""
 
-    def __init__(self, paths, threads, slowdown, providers):
+    def __init__(self, paths, threads, slowdown, providers, torch_device="cpu"):
         self.paths, self.threads, self.slowdown, self.providers = paths, threads, slowdown, providers
+        self.torch_device = torch_device
         self.current = None
 
     def get(self, name: str):
@@ -59,7 +61,7 @@ class Workers:
         if self.current is None or self.current.name != name:
             self.close()
             slow = self.slowdown if name.startswith("onnx-") else 1.0
-            self.current = Worker(name, self.paths, self.threads, slow, self.providers)
+            self.current = Worker(name, self.paths, self.threads, slow, self.providers, self.torch_device)
         return self.current
 
     def close(self):
@@ -72,6 +74,6 @@ class Workers:
 def workers(bench_paths, pytestconfig):
     providers = pytestconfig.getoption("--bench-providers")
     pool = Workers(bench_paths, pytestconfig.getoption("--bench-threads"), pytestconfig.getoption("--bench-slowdown"),
-                   providers.split(",") if providers else None)
+                   providers.split(",") if providers else None, pytestconfig.getoption("--bench-torch-device"))
     yield pool
     pool.close()

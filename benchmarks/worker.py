@@ -33,16 +33,22 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux; elsewhere a fallback
 
 
-def _serve(conn, name: str, paths: dict, threads: int | None, slowdown: float, providers=None) -> None:
+def _memory(backend) -> dict:
+    gpu_mb, source = backend.gpu_memory()
+    return {"peak_rss_mb": _peak_rss_mb(), "gpu_mb": gpu_mb, "gpu_mb_source": source}
+
+
+def _serve(conn, name: str, paths: dict, threads: int | None, slowdown: float, providers=None,
+           torch_device: str = "cpu") -> None:
     try:
         from .backends import make_backend
 
         t0 = time.perf_counter()
-        backend = make_backend(name, paths, threads, providers)
+        backend = make_backend(name, paths, threads, providers, torch_device)
         load_s = time.perf_counter() - t0
         for stage in STAGES:  # warm-up: every stage once on a short input
             getattr(backend, stage)(PRIMER, PRIMER.inputs())
-        conn.send({"load_s": load_s, "peak_rss_mb": _peak_rss_mb()})
+        conn.send({"load_s": load_s, "runs_on": backend.runs_on(), **_memory(backend)})
     except Exception:  # reported to the parent, which raises
         conn.send({"error": traceback.format_exc()})
         return
@@ -57,7 +63,7 @@ def _serve(conn, name: str, paths: dict, threads: int | None, slowdown: float, p
             took = time.perf_counter() - t0
             if slowdown > 1:  # a deliberately slowed run, to check that regressions are caught
                 time.sleep(took * (slowdown - 1))
-            conn.send({"seconds": took * max(slowdown, 1.0), "peak_rss_mb": _peak_rss_mb()})
+            conn.send({"seconds": took * max(slowdown, 1.0), **_memory(backend)})
         except Exception:
             conn.send({"error": traceback.format_exc()})
 
@@ -66,11 +72,11 @@ class Worker:
     """A backend loaded in its own process."""
 
     def __init__(self, name: str, paths: dict[str, Path], threads: int | None = None, slowdown: float = 1.0,
-                 providers=None):
+                 providers=None, torch_device: str = "cpu"):
         ctx = mp.get_context("spawn")
         self.name = name
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child, name, paths, threads, slowdown, providers),
+        self.process = ctx.Process(target=_serve, args=(child, name, paths, threads, slowdown, providers, torch_device),
                                    daemon=True)
         self.process.start()
         self.info = self._receive()
@@ -85,7 +91,7 @@ class Worker:
     def run(self, stage: str) -> dict:
         self.conn.send(stage)
         reply = self._receive()
-        self.info["peak_rss_mb"] = reply["peak_rss_mb"]
+        self.info.update({k: reply[k] for k in ("peak_rss_mb", "gpu_mb", "gpu_mb_source")})
         return reply
 
     def close(self) -> None:

@@ -9,11 +9,15 @@ Suno's own API works too: `from bark_onnx import generate_audio, preload_models,
 
 __version__ = "0.1.0"
 
-from .bark import Bark
-from .compat import (
+from .install import check_onnxruntime
+
+check_onnxruntime()  # before the first `import onnxruntime`: says which extra to install
+
+from .bark import Bark  # noqa: E402
+from .compat import (  # noqa: E402
     SAMPLE_RATE, generate_audio, preload_models, save_as_prompt, semantic_to_waveform, text_to_semantic,
 )
-from .errors import BarkOnnxError, CheckpointError, InputError, ModelDirError, VoiceError
+from .errors import BarkOnnxError, CheckpointError, InputError, ModelDirError, VoiceError  # noqa: E402
 
 __all__ = [
     "Bark", "SAMPLE_RATE", "generate_audio", "preload_models", "save_as_prompt", "semantic_to_waveform",

@@ -23,7 +23,7 @@ from .errors import InputError, ModelDirError
 from .fine import check_coarse, generate_fine
 from .longform import MAX_WORDS, split_text
 from .semantic import SemanticOptions, generate_semantic, semantic_history
-from .sessions import Placement, create_session, make_placement
+from .sessions import Placement, create_session, make_placement, settle_placement
 from .stream import ChunkedCodec, ChunkedFine, stream_chunks
 from .text import TextEncoder
 from .voices import Voice, VoiceLibrary, VoiceLike
@@ -72,8 +72,9 @@ class Bark:
         self.config = config
         self.placement = placement
         fp16 = config.precision == "fp16"
-        cache = model_dir / "trt_cache" if "TensorrtExecutionProvider" in placement.providers else None
-        self.sessions = {s: create_session(model_dir / config.graphs[s].file, placement, fp16, cache) for s in STAGES}
+        self.sessions = {s: create_session(model_dir / config.graphs[s].file, placement, fp16) for s in STAGES}
+        # what the sessions got, not what was asked for: bound buffers must live where the sessions run
+        placement = self.placement = settle_placement(placement, self.sessions, config.precision, config.kv_cache)
         self._check_graphs()
         self.semantic_decoder = CausalDecoder(self.sessions["semantic"], config.graphs["semantic"], config.semantic,
                                               config.kv_cache, placement)
@@ -87,15 +88,13 @@ class Bark:
     def load(cls, model_dir: str | Path, providers=None, threads: int | None = None) -> Bark:
         """Load a model directory made by `bark-onnx export`.
 
-        providers: None (TensorRT, CUDA, CPU as available), or names such as
-        ["cuda", "cpu"]. threads: CPU threads per session (default: the cores
+        providers: None (CUDA where it starts, then the CPU), or names such as
+        ["cuda", "cpu"] (TensorRT only when named). threads: CPU threads per session (default: the cores
         this process may use).
         """
         model_dir = Path(model_dir).expanduser()
         config = ModelConfig.load(model_dir)
         placement = make_placement(providers, threads)
-        if config.precision == "fp16" and not placement.on_gpu:
-            logger.warning("fp16 graphs on the CPU are slow; export with --precision fp32 (or int8) for CPU")
         tts = cls(model_dir, config, placement)
         logger.info("bark-onnx: %s graphs on %s (%d threads)", config.precision,
                     ", ".join(p.replace("ExecutionProvider", "") for p in tts.active_providers()), placement.threads)

@@ -81,3 +81,15 @@ def bark_presets() -> Path:
             pytest.fail("bark==0.1.5 is not installed: pip install --no-deps bark==0.1.5")
         pytest.skip("Suno's presets need 'pip install --no-deps bark==0.1.5'")
     return prompts
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run only where onnxruntime offers the CUDA provider (onnxruntime-gpu)."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return
+    skip = pytest.mark.skip(reason="needs onnxruntime-gpu with CUDAExecutionProvider (pip install '.[gpu]')")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
