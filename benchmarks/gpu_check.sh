@@ -6,11 +6,12 @@
 #   3. exports random-weight fp16 model directories of Bark's real shapes (bark-small; bark with --large),
 #   4. checks that no heavy node of the four graphs runs on the CPU provider (ONNX Runtime's profiles),
 #   5. times each stage of one 13 s segment, onnx-fp16 against transformers fp16 on the same GPU,
-#      and measures the price of fp16 (teacher-forced agreement with fp32).
+#      and measures the price of fp16 (teacher-forced agreement with fp32),
+#   6. runs the suite's tests marked `gpu` (tests/test_gpu.py).
 # It stops at the first failure, saying which step failed; what it measured stays in OUT_DIR.
 #
 #   benchmarks/gpu_check.sh [--wheel WHEEL] [--large] [--size small|large|tiny] [--no-price]
-#                           [--keep-going] [--cpu] OUT_DIR
+#                           [--no-tests] [--keep-going] [--cpu] OUT_DIR
 #
 #   --wheel     the onnxruntime-gpu wheel (default: $BARK_ONNX_ORT_WHEEL, else the one *.whl beside the
 #               repository or in it); a wheel split with `split -b 55M W W.part-` is joined first
@@ -19,6 +20,7 @@
 #               the CPU, tiny shapes unless --size says otherwise
 #   --keep-going  time the stages even when the placement check fails
 #   --no-price  skip the fp16 price (it exports fp32 graphs too)
+#   --no-tests  skip the tests marked gpu
 # Environment: PYTHON (default python3), BARK_GPU_CHECK_WORK (default /tmp/bark-gpu-check: models,
 # profiles, installs; reused by a second run).
 # OUT_DIR receives gpu_check.log, steps.tsv, and per size placement-SIZE.json, bench-SIZE.json, bench-SIZE.md.
@@ -28,7 +30,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-python3}
 WORK=${BARK_GPU_CHECK_WORK:-/tmp/bark-gpu-check}
 WHEEL=${BARK_ONNX_ORT_WHEEL:-}
-CPU_RUN=0 LARGE=0 PRICE=1 KEEP_GOING=0 SIZE="" OUT=""
+CPU_RUN=0 LARGE=0 PRICE=1 TESTS=1 KEEP_GOING=0 SIZE="" OUT=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --wheel) WHEEL=$2; shift 2 ;;
@@ -36,19 +38,22 @@ while [ $# -gt 0 ]; do
         --size) SIZE=$2; shift 2 ;;
         --cpu) CPU_RUN=1; shift ;;
         --no-price) PRICE=0; shift ;;
+        --no-tests) TESTS=0; shift ;;
         --keep-going) KEEP_GOING=1; shift ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         -*) echo "gpu_check: unknown option $1 (see --help)" >&2; exit 2 ;;
         *) OUT=$1; shift ;;
     esac
 done
 [ -n "$OUT" ] || { echo "gpu_check: give an output folder (see --help)" >&2; exit 2; }
+case "$SIZE" in ""|tiny|small|large) ;; *) echo "gpu_check: --size is tiny, small or large, not $SIZE" >&2; exit 2 ;; esac
 SIZES=${SIZE:-$([ "$CPU_RUN" = 1 ] && echo tiny || echo small)}
 [ "$LARGE" = 1 ] && SIZES="$SIZES large"
 if [ "$CPU_RUN" = 1 ]; then PROVIDERS=cpu TORCH_DEVICE=cpu; else PROVIDERS=cuda,cpu TORCH_DEVICE=cuda; fi
 
 mkdir -p "$OUT" "$WORK"
 OUT=$(cd "$OUT" && pwd)
+WORK=$(cd "$WORK" && pwd)
 LOG=$OUT/gpu_check.log
 STEPS=$OUT/steps.tsv
 : >"$LOG"
@@ -179,6 +184,10 @@ time_stages() {  # $1: size; per-stage seconds of one 13 s segment, and the fp16
     return $status
 }
 
+gpu_tests() {  # the suite's tests marked gpu, on the GPU build
+    (cd "$REPO" && "$PY" -m pytest -q -p no:cacheprovider -m gpu tests -rs)
+}
+
 log "gpu_check in $REPO; work folder $WORK; output $OUT; sizes: $SIZES; providers $PROVIDERS; torch on $TORCH_DEVICE"
 step "machine" bash -c "nvidia-smi -L 2>/dev/null || echo 'no nvidia-smi'; nproc; $PY --version"
 export PYTHONPATH=$WORK/site-project${PYTHONPATH:+:$PYTHONPATH}
@@ -196,4 +205,5 @@ for size in $SIZES; do
     step $([ "$KEEP_GOING" = 1 ] && echo --soft) "placement $size" check_placement "$size"
     step "time $size" time_stages "$size"
 done
+[ "$TESTS" = 1 ] && step "tests marked gpu" gpu_tests  # in a --cpu run they skip themselves
 log "all steps passed; results in $OUT"
