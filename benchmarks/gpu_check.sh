@@ -173,10 +173,11 @@ check_placement() {  # $1: size
 }
 
 time_stages() {  # $1: size; per-stage seconds of one 13 s segment, and the fp16 price unless --no-price
-    local status
+    local status price=()
+    [ "$PRICE" = 1 ] || price=(--no-quality)
     "$PY" -m bark_onnx.cli bench --size "$1" --backends onnx-fp16,transformers --providers "$PROVIDERS" \
         --torch-device "$TORCH_DEVICE" --stages semantic,coarse,fine,codec,segment --rounds 1 --segment-rounds 1 \
-        --cache "$WORK/models" --out "$WORK/bench-$1" $([ "$PRICE" = 1 ] || echo --no-quality)
+        --cache "$WORK/models" --out "$WORK/bench-$1" "${price[@]}"
     status=$?
     for f in json md; do  # written after the timings (and again after the price), and after a failure too
         [ -f "$WORK/bench-$1/results.$f" ] && cp "$WORK/bench-$1/results.$f" "$OUT/bench-$1.$f"
@@ -200,9 +201,11 @@ if [ "$CPU_RUN" = 0 ]; then
 fi
 step "install bark-onnx" install_project
 step "imports and providers" check_imports
+SOFT=()
+[ "$KEEP_GOING" = 1 ] && SOFT=(--soft)
 for size in $SIZES; do
     step "export $size fp16" export_models "$size"
-    step $([ "$KEEP_GOING" = 1 ] && echo --soft) "placement $size" check_placement "$size"
+    step "${SOFT[@]}" "placement $size" check_placement "$size"
     step "time $size" time_stages "$size"
 done
 [ "$TESTS" = 1 ] && step "tests marked gpu" gpu_tests  # in a --cpu run they skip themselves
