@@ -22,9 +22,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--segment-rounds", type=int, default=2, help="timed rounds of the whole segment")
     p.add_argument("--threads", type=int, help="threads per backend (default: all cores)")
     p.add_argument("--providers", help="ONNX Runtime providers for the onnx backends, e.g. cuda,cpu")
+    p.add_argument("--torch-device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the reference and transformers run: cpu (fp32) or cuda (fp16, as on a GPU)")
     p.add_argument("--out", default="bench-results", help="folder for results.json, results.md, chart.png")
     p.add_argument("--cache", help="where the random checkpoints and exports are kept")
-    p.add_argument("--no-quality", action="store_true", help="skip the quantization-price measurement")
+    p.add_argument("--no-quality", action="store_true",
+                   help="skip the precision price (fp16/int8/int4 against fp32, teacher-forced)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("bench-fastpath", help="time the coarse window prefill and step of each fast-path variant")
@@ -60,49 +63,111 @@ def cmd_bench(args) -> int:
         print("bark-onnx: bench needs the bench and export extras: pip install 'bark-onnx[export,bench]'",
               file=sys.stderr)
         return 2
-    import pytest
-
+    if args.torch_device == "cuda" and not _torch_sees_cuda():
+        print("bark-onnx: --torch-device cuda, but torch sees no CUDA device (torch.cuda.is_available() is False)",
+              file=sys.stderr)
+        return 2
     from . import report
-    from .prepare import prepare
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     raw = out / "pytest-benchmark.json"
+    code = _run_cases(args, raw)
+    if code != 0:
+        print(f"bark-onnx: the benchmark run failed (pytest exit {code})", file=sys.stderr)
+        _write_partial(raw, out)
+        return int(code)
+    results = report.summarize(json.loads(raw.read_text()), {"torch_device": args.torch_device})
+    _add_roofline(args, results)
+    written = _write(out, results)  # the timings are safe before the (slower) precision price
+    if not args.no_quality:
+        _add_quality(args, results)
+        written = _write(out, results)
+    print(report.table(results))
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+    return 0
+
+
+def _run_cases(args, raw: Path) -> int:
+    """pytest-benchmark over test_speed.py: one case per backend and stage."""
+    import pytest
+
     here = Path(__file__).parent
-    code = pytest.main([
+    return pytest.main([
         str(here / "test_speed.py"), "-q", "-p", "no:cacheprovider", f"--rootdir={here}",
         f"--benchmark-json={raw}", "--benchmark-columns=median,iqr,min,max,rounds", "--benchmark-sort=name",
         f"--bench-size={args.size}", f"--bench-backends={args.backends}", f"--bench-stages={args.stages}",
         f"--bench-rounds={args.rounds}", f"--bench-segment-rounds={args.segment_rounds}",
+        f"--bench-torch-device={args.torch_device}",
         *([f"--bench-threads={args.threads}"] if args.threads else []),
         *([f"--bench-providers={args.providers}"] if args.providers else []),
         *([f"--bench-cache={args.cache}"] if args.cache else []),
     ])
-    if code != 0:
-        print(f"bark-onnx: the benchmark run failed (pytest exit {code})", file=sys.stderr)
-        return int(code)
-    results = report.summarize(json.loads(raw.read_text()))
-    backends = [b.strip() for b in args.backends.split(",")]
-    precisions = [b[len("onnx-"):] for b in backends if b.startswith("onnx-")]
+
+
+def _precisions(args) -> list[str]:
+    return [b.strip()[len("onnx-"):] for b in args.backends.split(",") if b.strip().startswith("onnx-")]
+
+
+def _add_roofline(args, results: dict) -> None:
+    """The lower bound from this CPU's measured rates: for runs of the ONNX backends on the CPU only."""
+    from .prepare import prepare
+
+    if any(name.startswith("onnx-") and (info.get("runs_on") or "CPU").split("+")[0] != "CPU"
+           for name, info in results["info"].items()):
+        return
+    precisions = _precisions(args)
     paths = prepare(args.size, precisions, Path(args.cache) if args.cache else None, progress=False)
     results["roofline"] = _roofline(paths, precisions, args.threads)
-    if not args.no_quality and "fp32" in precisions:
-        from .quality import measure
 
-        results["quality"] = {p: measure(paths["onnx-fp32"], paths[f"onnx-{p}"])
-                              for p in precisions if p in ("int8", "int4")}
+
+def _add_quality(args, results: dict) -> None:
+    """The price of fp16/int8/int4 against fp32 (exported for the purpose if the run has no fp32 backend)."""
+    from .prepare import prepare
+    from .quality import measure
+
+    priced = [p for p in _precisions(args) if p in ("fp16", "int8", "int4")]
+    if not priced:
+        return
+    paths = prepare(args.size, ["fp32", *priced], Path(args.cache) if args.cache else None, progress=False)
+    providers = args.providers.split(",") if args.providers else None
+    results["quality"] = {p: measure(paths["onnx-fp32"], paths[f"onnx-{p}"], providers=providers) for p in priced}
+
+
+def _write(out: Path, results: dict) -> list[Path]:
+    """results.json, results.md and (with matplotlib) chart.png; returns what it wrote."""
+    from . import report
+
     write_atomic(out / "results.json", json.dumps(results, indent=2))
-    text = report.table(results)
-    write_atomic(out / "results.md", text)
+    write_atomic(out / "results.md", report.table(results))
     written = [out / "results.json", out / "results.md"]
     try:
         report.chart(results, out / "chart.png")
         written.append(out / "chart.png")
     except ModuleNotFoundError as e:  # the chart is the one part that needs matplotlib
         print(f"bark-onnx: no chart ({e.name} is not installed: pip install 'bark-onnx[bench]')", file=sys.stderr)
-    print(text)
-    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
-    return 0
+    return written
+
+
+def _torch_sees_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _write_partial(raw: Path, out: Path) -> None:
+    """After a failed run, the results of the cases that did run (results.json, results.md)."""
+    from . import report
+
+    try:
+        data = json.loads(raw.read_text())
+    except (OSError, ValueError):
+        return
+    if data.get("benchmarks"):
+        results = report.summarize(data, {"partial": True})
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        (out / "results.md").write_text(report.table(results))
+        print(f"bark-onnx: what did run is in {out / 'results.md'}", file=sys.stderr)
 
 
 def _roofline(paths: dict, precisions: list[str], threads: int | None) -> dict:

@@ -19,6 +19,7 @@ def pytest_addoption(parser):
     group.addoption("--bench-segment-rounds", type=int, default=2, help="timed rounds of the whole segment")
     group.addoption("--bench-threads", type=int, default=None, help="threads per backend (default: all cores)")
     group.addoption("--bench-providers", default=None, help="ONNX Runtime providers, e.g. cuda,cpu")
+    group.addoption("--bench-torch-device", default="cpu", help="cpu (fp32) or cuda (fp16) for the torch backends")
     group.addoption("--bench-cache", default=None, help="where checkpoints and exports are kept")
 
 
@@ -47,8 +48,9 @@ def bench_paths(pytestconfig) -> dict[str, Path]:
 class Workers:
     """Keeps one backend process alive at a time."""
 
-    def __init__(self, paths, threads, providers):
+    def __init__(self, paths, threads, providers, torch_device="cpu"):
         self.paths, self.threads, self.providers = paths, threads, providers
+        self.torch_device = torch_device
         self.current = None
 
     def get(self, name: str):
@@ -56,7 +58,7 @@ class Workers:
 
         if self.current is None or self.current.name != name:
             self.close()
-            self.current = Worker(name, self.paths, self.threads, self.providers)
+            self.current = Worker(name, self.paths, self.threads, self.providers, self.torch_device)
         return self.current
 
     def close(self):
@@ -68,6 +70,7 @@ class Workers:
 @pytest.fixture(scope="session")
 def workers(bench_paths, pytestconfig):
     providers = pytestconfig.getoption("--bench-providers")
-    pool = Workers(bench_paths, pytestconfig.getoption("--bench-threads"), providers.split(",") if providers else None)
+    pool = Workers(bench_paths, pytestconfig.getoption("--bench-threads"), providers.split(",") if providers else None,
+                   pytestconfig.getoption("--bench-torch-device"))
     yield pool
     pool.close()

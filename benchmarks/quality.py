@@ -1,7 +1,9 @@
-"""The price of quantization, per stage: greedy agreement with fp32 and the logit error.
+"""The price of a precision (fp16, int8, int4), per stage: greedy agreement with fp32 and the logit error.
 
 Teacher-forced: both graphs see the same inputs (the fp32 model's own greedy
 tokens), so one early disagreement does not make every later token differ.
+The fp32 reference runs on the CPU provider; the other model where the
+benchmark runs it (fp16 on CUDA: the price of fp16 on the GPU).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ def _causal(fp32: Bark, other: Bark, stage: str, prompt: np.ndarray, merge: np.n
     return {"agreement": float(np.mean(agree)), "max_logit_error": float(np.max(err))}
 
 
-def measure(fp32_dir: Path, other_dir: Path, steps: int = 100) -> dict[str, dict]:
-    a, b = Bark.load(fp32_dir), Bark.load(other_dir)
+def measure(fp32_dir: Path, other_dir: Path, steps: int = 100, providers=None) -> dict[str, dict]:
+    a, b = Bark.load(fp32_dir, providers=["cpu"]), Bark.load(other_dir, providers=providers)
     rng = np.random.default_rng(0)
     text = a.text.encode(TEXT)
     history = np.full(256, 10_000)
@@ -48,4 +50,5 @@ def measure(fp32_dir: Path, other_dir: Path, steps: int = 100) -> dict[str, dict
         agree.append(np.mean(la.argmax(-1) == lb.argmax(-1)))
         err.append(np.abs(la - lb).max())
     fine = {"agreement": float(np.mean(agree)), "max_logit_error": float(np.max(err))}
-    return {"semantic": semantic, "coarse": coarse, "fine": fine}
+    runs_on = "+".join(p.replace("ExecutionProvider", "") for p in b.placement.running)
+    return {"semantic": semantic, "coarse": coarse, "fine": fine, "runs_on": runs_on}

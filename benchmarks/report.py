@@ -25,8 +25,7 @@ def summarize(pytest_json: dict, extra: dict | None = None) -> dict:
             "median_s": s["median"], "min_s": s["min"], "max_s": s["max"], "iqr_s": s["iqr"],
             "rounds": s["rounds"], "work": x["work"], "unit": x["unit"], "per_s": x["work"] / s["median"],
         }
-        info[x["backend"]] = {"load_s": x["load_s"], "model_mb": x["model_mb"],
-                              "peak_rss_mb": max(info.get(x["backend"], {}).get("peak_rss_mb", 0), x["peak_rss_mb"])}
+        info[x["backend"]] = _info(info.get(x["backend"], {}), x)
     ratios = {}
     for ref in REFERENCES:
         if ref not in backends:
@@ -43,6 +42,14 @@ def summarize(pytest_json: dict, extra: dict | None = None) -> dict:
     }
 
 
+def _info(seen: dict, x: dict) -> dict:
+    """A backend's load time, sizes and memory peaks over its stages (GPU memory where it ran on one)."""
+    gpu = [v for v in (seen.get("gpu_mb"), x.get("gpu_mb")) if v is not None]
+    return {"load_s": x["load_s"], "model_mb": x["model_mb"], "runs_on": x.get("runs_on"),
+            "peak_rss_mb": max(seen.get("peak_rss_mb", 0), x["peak_rss_mb"]),
+            "gpu_mb": max(gpu) if gpu else None, "gpu_mb_source": x.get("gpu_mb_source") or seen.get("gpu_mb_source")}
+
+
 def _num(x: float | None) -> str:
     """Two decimals, or a dash where the run has no such figure (no segment timed, say)."""
     return "-" if x is None or x != x else f"{x:.2f}"
@@ -54,16 +61,20 @@ def table(results: dict) -> str:
     stages = [s for s in STAGE_ORDER if any(s in v for v in backends.values())]
     lines = [f"bark-{results['size']} shapes, random weights; {results['machine']['cpu']}; "
              f"median of the rounds (min-max), seconds", ""]
-    head = "| backend | " + " | ".join(stages) + " | vs transformers | vs reference | RTF | peak RSS MB | model MB | load s |"
-    lines += [head, "|" + "---|" * (len(stages) + 7)]
+    gpu = any(i.get("gpu_mb") is not None for i in results["info"].values())
+    head = ("| backend | " + "runs on | " * gpu + " | ".join(stages)
+            + " | vs transformers | vs reference | RTF | peak RSS MB | " + "GPU MB | " * gpu + "model MB | load s |")
+    lines += [head, "|" + "---|" * (len(stages) + 7 + 2 * gpu)]
     for name, stats in backends.items():
         cells = [f"{stats[s]['median_s']:.2f} ({stats[s]['min_s']:.2f}-{stats[s]['max_s']:.2f})" if s in stats else ""
                  for s in stages]
         ratio = [_num(results["ratios"].get(ref, {}).get(name, {}).get("segment")) for ref in REFERENCES]
         info = results["info"][name]
         rtf = _num(results["real_time_factor"].get(name))
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio[0]} | {ratio[1]} | {rtf} | "
-                     f"{info['peak_rss_mb']:.0f} | {info['model_mb']:.0f} | {info['load_s']:.1f} |")
+        where = f"{info.get('runs_on') or '-'} | " * gpu
+        gpu_mb = ("-" if info.get("gpu_mb") is None else f"{info['gpu_mb']:.0f}") + " | " if gpu else ""
+        lines.append(f"| {name} | {where}" + " | ".join(cells) + f" | {ratio[0]} | {ratio[1]} | {rtf} | "
+                     f"{info['peak_rss_mb']:.0f} | {gpu_mb}{info['model_mb']:.0f} | {info['load_s']:.1f} |")
     for ref in REFERENCES:
         if ref in results["ratios"]:
             lines += ["", f"Time relative to {ref}, per stage:", "",
@@ -94,10 +105,15 @@ def table(results: dict) -> str:
         rates = results["roofline"]["rates"]
         lines.append(f"\nrates: sgemm {rates['sgemm_flops'] / 1e9:.0f} GFLOP/s, "
                      f"weight streaming {rates['stream_bytes'] / 1e9:.1f} GB/s")
+    if gpu:
+        sources = sorted({f"{n}: {i['gpu_mb_source']}" for n, i in results["info"].items() if i.get("gpu_mb_source")})
+        lines += ["", "GPU MB, measured as: " + "; ".join(sources)]
     if "quality" in results:
-        lines += ["", "Quantization price (teacher-forced greedy agreement with fp32; largest logit error):", "",
+        lines += ["", "Precision price (teacher-forced greedy agreement with fp32 on the CPU provider; "
+                  "largest logit error):", "",
                   "| precision | semantic | coarse | fine |", "|---|---|---|---|"]
         for precision, per in results["quality"].items():
+            precision = f"{precision} ({per['runs_on']})" if per.get("runs_on") else precision
             lines.append(f"| {precision} | " + " | ".join(
                 f"{per[s]['agreement'] * 100:.1f}% / {per[s]['max_logit_error']:.3f}" for s in ("semantic", "coarse", "fine"))
                 + " |")

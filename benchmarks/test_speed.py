@@ -22,4 +22,5 @@ def test_speed(benchmark, case, workers, bench_paths, pytestconfig):
         load_s=worker.info["load_s"], model_mb=dir_bytes(model) / 1e6,
     )
     benchmark.pedantic(worker.run, args=(stage,), rounds=rounds, iterations=1, warmup_rounds=0)
-    benchmark.extra_info["peak_rss_mb"] = worker.info["peak_rss_mb"]
+    benchmark.extra_info.update({k: worker.info[k] for k in ("peak_rss_mb", "gpu_mb", "gpu_mb_source")})
+    benchmark.extra_info["runs_on"] = worker.info["runs_on"]

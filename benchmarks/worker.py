@@ -33,16 +33,21 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux; elsewhere a fallback
 
 
-def _serve(conn, name: str, paths: dict, threads: int | None, providers=None) -> None:
+def _memory(backend) -> dict:
+    gpu_mb, source = backend.gpu_memory()
+    return {"peak_rss_mb": _peak_rss_mb(), "gpu_mb": gpu_mb, "gpu_mb_source": source}
+
+
+def _serve(conn, name: str, paths: dict, threads: int | None, providers=None, torch_device: str = "cpu") -> None:
     try:
         from .backends import make_backend
 
         t0 = time.perf_counter()
-        backend = make_backend(name, paths, threads, providers)
+        backend = make_backend(name, paths, threads, providers, torch_device)
         load_s = time.perf_counter() - t0
         for stage in STAGES:  # warm-up: every stage once on a short input
             getattr(backend, stage)(PRIMER, PRIMER.inputs())
-        conn.send({"load_s": load_s, "peak_rss_mb": _peak_rss_mb()})
+        conn.send({"load_s": load_s, "runs_on": backend.runs_on(), **_memory(backend)})
     except Exception:  # reported to the parent, which raises
         conn.send({"error": traceback.format_exc()})
         return
@@ -54,7 +59,7 @@ def _serve(conn, name: str, paths: dict, threads: int | None, providers=None) ->
         try:
             t0 = time.perf_counter()
             getattr(backend, stage)(SEGMENT, inputs)
-            conn.send({"seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()})
+            conn.send({"seconds": time.perf_counter() - t0, **_memory(backend)})
         except Exception:
             conn.send({"error": traceback.format_exc()})
 
@@ -62,11 +67,12 @@ def _serve(conn, name: str, paths: dict, threads: int | None, providers=None) ->
 class Worker:
     """A backend loaded in its own process."""
 
-    def __init__(self, name: str, paths: dict[str, Path], threads: int | None = None, providers=None):
+    def __init__(self, name: str, paths: dict[str, Path], threads: int | None = None, providers=None,
+                 torch_device: str = "cpu"):
         ctx = mp.get_context("spawn")
         self.name = name
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child, name, paths, threads, providers),
+        self.process = ctx.Process(target=_serve, args=(child, name, paths, threads, providers, torch_device),
                                    daemon=True)
         self.process.start()
         self.info = self._receive()
@@ -81,7 +87,7 @@ class Worker:
     def run(self, stage: str) -> dict:
         self.conn.send(stage)
         reply = self._receive()
-        self.info["peak_rss_mb"] = reply["peak_rss_mb"]
+        self.info.update({k: reply[k] for k in ("peak_rss_mb", "gpu_mb", "gpu_mb_source")})
         return reply
 
     def close(self) -> None:

@@ -9,14 +9,18 @@ Suno's own API works too: `from bark_onnx import generate_audio, preload_models,
 
 __version__ = "0.1.0"
 
-from .bark import Bark
-from .compat import (
+from .install import check_onnxruntime
+
+check_onnxruntime()  # before the first `import onnxruntime`: says which extra to install
+
+from .bark import Bark  # noqa: E402
+from .compat import (  # noqa: E402
     SAMPLE_RATE, generate_audio, preload_models, save_as_prompt, semantic_to_waveform, text_to_semantic,
 )
-from .engine import CancelledError, EngineClosedError, Job, QueueFullError
-from .errors import BarkOnnxError, CheckpointError, InputError, ModelDirError, VoiceError
-from .options import CoarseOptions, FineOptions, GenerationOptions, SemanticOptions
-from .result import Generation
+from .engine import CancelledError, EngineClosedError, Job, QueueFullError  # noqa: E402
+from .errors import BarkOnnxError, CheckpointError, InputError, ModelDirError, VoiceError  # noqa: E402
+from .options import CoarseOptions, FineOptions, GenerationOptions, SemanticOptions  # noqa: E402
+from .result import Generation  # noqa: E402
 
 __all__ = [
     "Bark", "Generation", "GenerationOptions", "SemanticOptions", "CoarseOptions", "FineOptions", "Job",

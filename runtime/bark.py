@@ -34,7 +34,7 @@ from .pipeline import generation, long_generation, stage_rngs
 from .progress import Progress
 from .result import Generation
 from .semantic import semantic_history, semantic_loop
-from .sessions import Placement, create_session, make_placement
+from .sessions import Placement, create_session, make_placement, settle_placement
 from .text import TextEncoder
 from .voices import Voice, VoiceLibrary, VoiceLike
 
@@ -73,10 +73,11 @@ class Bark:
         self.config = config
         self.placement = placement
         fp16 = config.precision == "fp16"
-        cache = model_dir / "trt_cache" if "TensorrtExecutionProvider" in placement.providers else None
-        self.sessions = {s: create_session(model_dir / config.graphs[s].file, placement, fp16, cache) for s in STAGES}
+        self.sessions = {s: create_session(model_dir / config.graphs[s].file, placement, fp16) for s in STAGES}
+        # what the sessions got, not what was asked for: bound buffers must live where the sessions run
+        placement = self.placement = settle_placement(placement, self.sessions, config.precision, config.kv_cache)
         self._check_graphs()
-        steps = self._step_sessions(cuda_graph, fp16, cache)
+        steps = self._step_sessions(cuda_graph, fp16)
         self.decoders = {s: CausalDecoder(self.sessions[s], config.graphs[s], getattr(config, s), config.kv_cache,
                                           placement, max_rows=max_batch, step_session=steps.get(s))
                          for s in ("semantic", "coarse")}
@@ -85,7 +86,7 @@ class Bark:
         self.text = TextEncoder(model_dir / config.tokenizer)
         self.voices = VoiceLibrary(model_dir / VOICES_DIR, use_hub=not is_offline(offline))
 
-    def _step_sessions(self, cuda_graph: bool | None, fp16: bool, cache) -> dict:
+    def _step_sessions(self, cuda_graph: bool | None, fp16: bool) -> dict:
         """The step-only graphs, where steps run through them: on a GPU by default (captured as CUDA
         graphs), elsewhere only when asked for (the same arithmetic, for checks)."""
         have = set(self.config.step_graphs) == {"semantic", "coarse"}
@@ -94,7 +95,7 @@ class Bark:
                                 "(fp16 or fp32, --kv-cache inplace)")
         if not (cuda_graph if cuda_graph is not None else self.placement.on_gpu and have):
             return {}
-        return {s: create_session(self.model_dir / self.config.step_graphs[s].file, self.placement, fp16, cache,
+        return {s: create_session(self.model_dir / self.config.step_graphs[s].file, self.placement, fp16,
                                   cuda_graph=self.placement.on_gpu) for s in ("semantic", "coarse")}
 
     @classmethod
@@ -102,18 +103,16 @@ class Bark:
              max_queue: int = 64, offline: bool = False, cuda_graph: bool | None = None) -> Bark:
         """Load a model directory made by `bark-onnx export`, or one from the Hugging Face hub ("org/name").
 
-        providers: None (CUDA, CPU as available), or names such as ["cuda", "cpu"].
-        threads: CPU threads per session (default: the cores this process may use).
-        max_batch: requests generated together; max_queue: requests waiting beyond those
-        (more raise QueueFullError). offline: never look anything up on the network.
+        providers: None (CUDA where it starts, then the CPU), or names such as ["cuda", "cpu"]
+        (TensorRT only when named). threads: CPU threads per session (default: the cores this
+        process may use). max_batch: requests generated together; max_queue: requests waiting
+        beyond those (more raise QueueFullError). offline: never look anything up on the network.
         cuda_graph: run the decoding steps through the step-only graphs, captured once as CUDA
         graphs (default: on a GPU, when the model has them).
         """
         model_dir = resolve_model_dir(model, offline)
         config = ModelConfig.load(model_dir)
         placement = make_placement(providers, threads)
-        if config.precision == "fp16" and not placement.on_gpu:
-            logger.warning("fp16 graphs on the CPU are slow; export with --precision fp32 (or int8) for CPU")
         tts = cls(model_dir, config, placement, max_batch, max_queue, offline, cuda_graph)
         logger.info("bark-onnx: %s graphs on %s (%d threads)", config.precision,
                     ", ".join(p.replace("ExecutionProvider", "") for p in tts.active_providers()), placement.threads)

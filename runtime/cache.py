@@ -5,11 +5,16 @@ The cache is `$XDG_CACHE_HOME/bark_onnx` (`~/.cache/bark_onnx` by default).
 needed, which takes the export extra (torch) and a network (never used
 offline, see offline.py); a user who ran
 Suno's Bark before has its `.pt` files in `$XDG_CACHE_HOME/suno/bark_v0`, and
-those are exported instead, offline.
+those are exported instead, offline. The precision follows the machine: fp16
+where CUDA runs the sessions, fp32 on the CPU (see sessions.default_precision).
+
+TensorRT's engines and timing caches live here too (`trt/`), one folder per
+model directory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -41,12 +46,37 @@ def suno_use_small() -> bool:
     return bool(os.environ.get("SUNO_USE_SMALL_MODELS", False))
 
 
-def cached_model_dir(small: bool, precision: str = "fp32") -> Path:
+def machine_precision(providers=None) -> str:
+    """The precision to use on this machine with these providers: fp16 where CUDA starts, else fp32."""
+    from .sessions import default_precision, make_placement
+
+    return default_precision(make_placement(providers))
+
+
+def cached_model_dir(small: bool, precision: str | None = None, providers=None) -> Path:
+    precision = precision or machine_precision(providers)
     return cache_root() / f"{HUB_MODELS[small].replace('/', '--')}-{precision}"
 
 
-def ensure_model(small: bool, precision: str = "fp32", progress: bool = True, offline: bool = False) -> Path:
-    """The cached model directory, exported on first use (offline: only from local files)."""
+def trt_cache_dir(model_dir: Path) -> Path:
+    """TensorRT's engine and timing caches for a model directory, under the user cache.
+
+    The folder's key covers the graphs' path, size and time: an engine holds the
+    weights, so a model exported again must not reuse the engines of the old one.
+    """
+    model_dir = Path(model_dir).resolve()
+    digest = hashlib.sha256(str(model_dir).encode())
+    for path in sorted(model_dir.glob("*.onnx*")):
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return cache_root() / "trt" / f"{model_dir.name}-{digest.hexdigest()[:12]}"
+
+
+def ensure_model(small: bool, precision: str | None = None, progress: bool = True, providers=None,
+                 offline: bool = False) -> Path:
+    """The cached model directory, exported on first use (precision None: the machine's, see above;
+    offline: only from local files)."""
+    precision = precision or machine_precision(providers)
     target = cached_model_dir(small, precision)
     if (target / CONFIG_FILE).is_file():
         return target

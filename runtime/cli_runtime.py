@@ -45,7 +45,8 @@ def add_parsers(sub) -> None:
     p.add_argument("text", help="what to say; cues like [laughs] or ♪ work as in Bark")
     p.add_argument("--out", required=True, help="WAV file to write ('-' with --stream: raw 16-bit PCM to stdout)")
     p.add_argument("--voice", help="voice preset (v2/en_speaker_6, announcer, ...) or an .npz file")
-    p.add_argument("--model", help="model directory (default: suno/bark-small exported to the cache on first use)")
+    p.add_argument("--model", help="model directory or hub id (default: suno/bark-small exported to the cache on "
+                                   "first use, fp16 where CUDA runs, else fp32)")
     p.add_argument("--seed", type=seed_type, help="random seed for reproducible audio (a non-negative integer)")
     p.add_argument("--text-temp", type=temperature_type, default=0.7, help="semantic temperature (0: greedy)")
     p.add_argument("--waveform-temp", type=temperature_type, default=0.7, help="coarse temperature (0: greedy)")
@@ -67,7 +68,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("demo", help="offline check: a random-weight model of Bark's real shapes, timed per stage")
     p.add_argument("--size", choices=("small", "large", "tiny"), default="small",
                    help="bark-small or bark shapes (tiny: a 2-layer model, for a quick install check)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8", "int4"), default="fp32")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8", "int4"),
+                   help="graphs to build (default: fp16 where CUDA runs, else fp32)")
     p.add_argument("--seconds", type=seconds_type, default=13.0, help="audio length to generate (EOS off)")
     p.add_argument("--out", help="also write the (noise) WAV here")
     p.add_argument("--silent", action="store_true", help="no progress bars")
@@ -79,7 +81,8 @@ def _load(model: str | None, providers, threads, silent: bool, offline: bool = F
     from .bark import Bark
     from .cache import ensure_model
 
-    model_dir = Path(model) if model else ensure_model(small=True, progress=not silent, offline=offline)
+    model_dir = model if model else ensure_model(small=True, progress=not silent, offline=offline,
+                                                 providers=_providers(providers))
     return Bark.load(model_dir, providers=_providers(providers), threads=threads, offline=offline)
 
 
@@ -151,5 +154,8 @@ def cmd_demo(args) -> int:
     except ImportError as err:
         raise BarkOnnxError(f"demo needs the export extra to build its random model: "
                             f"pip install 'bark-onnx[export]' ({err})") from None
-    return run_demo(size=args.size, precision=args.precision, seconds=args.seconds, out=args.out,
-                    providers=_providers(args.providers), threads=args.threads, silent=args.silent)
+    from .cache import machine_precision
+
+    providers = _providers(args.providers)
+    return run_demo(size=args.size, precision=args.precision or machine_precision(providers), seconds=args.seconds,
+                    out=args.out, providers=providers, threads=args.threads, silent=args.silent)

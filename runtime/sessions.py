@@ -1,43 +1,31 @@
 """Every ONNX Runtime session is made here: providers, threads, optimisation, device.
 
-Providers are tried in the order TensorRT, CUDA, CPU among those this
-onnxruntime build offers, unless the caller names them. The CPU provider is
-always last, so a graph or op a GPU provider cannot take still runs.
+Providers are CUDA (where it starts), then the CPU, unless the caller names
+them (TensorRT only then); the CPU provider is always last, so a graph or op a
+GPU provider cannot take still runs. Which providers, their options and the
+device of bound buffers are decided in providers.py and provider_options.py.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from .errors import BarkOnnxError, ModelDirError
+from .provider_options import session_providers
+from .providers import (
+    Placement, default_precision, expected_providers, precision_warning, provider_error, resolve_providers,
+    session_device, settle_placement,
+)
+
+__all__ = ["Placement", "create_session", "default_precision", "default_threads", "make_placement",
+           "precision_warning", "resolve_providers", "session_device", "settle_placement"]
 
 logger = logging.getLogger(__name__)
-
-PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-SHORT_NAMES = {"tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider",
-               "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where sessions run: the provider list and the device that holds bound buffers."""
-
-    providers: tuple[str, ...]
-    threads: int
-
-    @property
-    def device(self) -> str:
-        return "cuda" if self.on_gpu else "cpu"
-
-    @property
-    def on_gpu(self) -> bool:
-        return self.providers[0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 def default_threads() -> int:
@@ -48,51 +36,13 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def resolve_providers(requested=None) -> tuple[str, ...]:
-    """The providers to use, best first, always ending with the CPU provider."""
-    available = ort.get_available_providers()
-    if requested is None:
-        chosen = [p for p in PREFERRED if p in available]
-    else:
-        if isinstance(requested, str):
-            requested = [requested]
-        if not isinstance(requested, (list, tuple)) or not all(isinstance(p, str) for p in requested):
-            raise BarkOnnxError(f"providers must be None, a name or a list of names such as ['cuda', 'cpu'], "
-                                f"got {requested!r:.80}")
-        chosen = []
-        for name in requested:
-            full = SHORT_NAMES.get(str(name).lower(), str(name))
-            if full not in available:
-                raise BarkOnnxError(
-                    f"execution provider {name!r} is not available in this onnxruntime build "
-                    f"(available: {', '.join(available)}); for CUDA or TensorRT install "
-                    "onnxruntime-gpu in place of onnxruntime (see README, 'GPU')"
-                )
-            if full not in chosen:
-                chosen.append(full)
-    if "CPUExecutionProvider" not in chosen:
-        chosen.append("CPUExecutionProvider")
-    return tuple(chosen)
-
-
 def make_placement(providers=None, threads: int | None = None) -> Placement:
+    """The providers to ask for (None: CUDA where it starts, then the CPU) and CPU threads per session."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
                                 or threads < 1):
         raise BarkOnnxError(f"threads must be None (the cores available) or an integer >= 1, got {threads!r:.80}")
-    return Placement(resolve_providers(providers), int(threads or default_threads()))
-
-
-def _provider_options(name: str, cache_dir: Path | None, fp16: bool, cuda_graph: bool = False) -> dict:
-    if name == "CUDAExecutionProvider" and cuda_graph:
-        return {"enable_cuda_graph": "1"}
-    if name == "TensorrtExecutionProvider":
-        opts = {"trt_fp16_enable": fp16, "trt_engine_cache_enable": cache_dir is not None}
-        if cache_dir is not None:
-            opts["trt_engine_cache_path"] = str(cache_dir)
-            opts["trt_timing_cache_enable"] = True
-            opts["trt_timing_cache_path"] = str(cache_dir)
-        return opts
-    return {}
+    requested = resolve_providers(providers)
+    return Placement(requested, int(threads or default_threads()), expected_providers(requested))
 
 
 def create_session(path: Path, placement: Placement, fp16: bool = False,
@@ -106,10 +56,13 @@ def create_session(path: Path, placement: Placement, fp16: bool = False,
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
-    providers = [(p, _provider_options(p, trt_cache, fp16, cuda_graph)) for p in placement.providers]
+    providers = session_providers(path, placement, fp16, trt_cache, cuda_graph)
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types
+        gpu_error = provider_error(err, placement)
+        if gpu_error is not None:
+            raise gpu_error from None
         raise ModelDirError(
             f"cannot load graph {path} ({type(err).__name__}: {str(err).strip()[:300]}); the file is corrupt "
             "or was written by another version: export the model again"

@@ -92,3 +92,15 @@ def drive(loop, respond):
         except StopIteration as stop:
             return stop.value
         reply = respond(item)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run only where onnxruntime offers the CUDA provider (onnxruntime-gpu)."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return
+    skip = pytest.mark.skip(reason="needs onnxruntime-gpu with CUDAExecutionProvider (pip install '.[gpu]')")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -40,8 +40,11 @@ def test_results_table_chart_and_json(baseline):
     info = results["info"]["onnx-fp32"]
     assert info["peak_rss_mb"] > 0 and info["model_mb"] > 0 and info["load_s"] > 0
     assert results["roofline"]["estimates"]["onnx-fp32"]["coarse"] > 0
-    assert set(results["quality"]["int8"]) == {"semantic", "coarse", "fine"}
+    assert set(results["quality"]["int8"]) == {"semantic", "coarse", "fine", "runs_on"}
     assert 0 <= results["quality"]["int8"]["coarse"]["agreement"] <= 1
+    assert results["torch_device"] == "cpu"
+    assert info["runs_on"] == "CPU" and results["info"]["transformers"]["runs_on"] == "cpu fp32"
+    assert info["gpu_mb"] is None and "GPU MB" not in (out / "results.md").read_text()
     table = (out / "results.md").read_text()
     assert "vs transformers" in table and "Roofline" in table and "first audio" in table
     assert (out / "chart.png").read_bytes()[:4] == b"\x89PNG"
@@ -113,3 +116,130 @@ def test_bench_exports_again_when_the_exporter_changed(baseline, monkeypatch):
     P.prepare("tiny", ["fp32"], cache, progress=False)
     assert marker.read_text().strip() == "other-code"
     assert (model_dir / "config.json").stat().st_mtime_ns != made
+
+
+def test_a_failed_run_keeps_what_it_measured(baseline):
+    root, _ = baseline
+    out = root / "partial"
+    proc = bench("bench", "--size", "tiny", "--backends", "onnx-fp32,nonesuch", "--stages", "codec",
+                 "--rounds", "1", "--out", str(out), "--cache", str(root / "cache"), "--no-quality")
+    assert proc.returncode == 1 and "what did run is in" in proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["partial"] and set(results["backends"]) == {"onnx-fp32"}
+    assert "| onnx-fp32 |" in (out / "results.md").read_text()
+
+
+def test_torch_device_cuda_without_a_gpu_stops_at_once(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = bench("bench", "--size", "tiny", "--torch-device", "cuda", "--out", str(tmp_path), timeout=120)
+    assert proc.returncode == 2 and "torch sees no CUDA device" in proc.stderr
+    assert not (tmp_path / "pytest-benchmark.json").exists()
+
+
+def _case(backend, stage, seconds, **info):
+    extra = {"backend": backend, "stage": stage, "work": 1.0, "unit": "s", "size": "tiny", "load_s": 1.0,
+             "model_mb": 10.0, "peak_rss_mb": 100.0, **info}
+    stats = {"median": seconds, "min": seconds, "max": seconds, "iqr": 0.0, "rounds": 1}
+    return {"extra_info": extra, "stats": stats}
+
+
+def test_gpu_memory_and_devices_in_the_results():
+    """Synthetic figures: the table gains 'runs on' and 'GPU MB' columns when a backend ran on a GPU."""
+    from bark_onnx.benchmarks.report import summarize, table
+
+    raw = {"benchmarks": [
+        _case("onnx-fp16", "segment", 1.0, runs_on="CUDA+CPU", gpu_mb=900.0, gpu_mb_source="nvidia-smi"),
+        _case("onnx-fp16", "codec", 0.1, runs_on="CUDA+CPU", gpu_mb=1200.0, gpu_mb_source="nvidia-smi"),
+        _case("transformers", "segment", 4.0, runs_on="cuda fp16", gpu_mb=700.0, gpu_mb_source="torch"),
+        _case("transformers", "codec", 0.2, runs_on="cuda fp16", gpu_mb=None, gpu_mb_source=None),
+    ]}
+    results = summarize(raw)
+    assert results["info"]["onnx-fp16"]["gpu_mb"] == 1200.0  # the peak over stages
+    assert results["info"]["transformers"] == {**results["info"]["transformers"], "gpu_mb": 700.0,
+                                               "gpu_mb_source": "torch", "runs_on": "cuda fp16"}
+    text = table(results)
+    assert "| backend | runs on | codec | segment |" in text and "GPU MB" in text
+    assert "| onnx-fp16 | CUDA+CPU | 0.10" in text and "| 1200 |" in text
+    assert "onnx-fp16: nvidia-smi" in text and "transformers: torch" in text
+    cpu = summarize({"benchmarks": [_case("onnx-fp32", "codec", 0.1)]})
+    assert "GPU MB" not in table(cpu) and cpu["info"]["onnx-fp32"]["gpu_mb"] is None
+
+
+def test_gpu_memory_readings(monkeypatch):
+    from bark_onnx.benchmarks import devices
+
+    answers = {"--query-compute-apps=pid,used_memory": ["123, 4000", "456, 1500"], "--query-gpu=memory.used": ["9000"]}
+    monkeypatch.setattr(devices, "_smi", lambda *q: answers.get(q[0]))
+    assert devices.process_gpu_mb(456) == 1500.0 and devices.process_gpu_mb(789) is None
+    memory = devices.OnnxGpuMemory()  # baseline 9000
+    answers["--query-gpu=memory.used"] = ["9800"]
+    monkeypatch.setattr(devices.os, "getpid", lambda: 789)  # not listed: the device's use less the baseline
+    assert memory.read() == (800.0, devices.SMI_DEVICE)
+    monkeypatch.setattr(devices.os, "getpid", lambda: 123)
+    assert memory.read() == (4000.0, devices.SMI_PROCESS)
+    monkeypatch.setattr(devices, "_smi", lambda *q: None)  # no nvidia-smi
+    assert devices.OnnxGpuMemory().read() == (None, None)
+
+
+def test_reference_modules_on_a_device_return_host_float32():
+    import torch
+
+    from bark_onnx.benchmarks.devices import OnDevice, torch_device
+
+    assert torch_device("cpu") == (torch.device("cpu"), torch.float32)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="torch sees no CUDA device"):
+            torch_device("cuda")
+    module = torch.nn.Linear(4, 3)
+    wrapped = OnDevice(module, torch.device("cpu"), torch.bfloat16)
+    out = wrapped(torch.ones(2, 4))
+    assert out.dtype == torch.float32 and out.device.type == "cpu" and module.weight.dtype == torch.bfloat16
+
+    class WithCache(torch.nn.Module):
+        def forward(self, x, past_kv=None):
+            return x.float() * 2, [(x, x)]
+
+    logits, kv = OnDevice(WithCache(), torch.device("cpu"), torch.float32)(torch.ones(1, 2), past_kv=[(torch.ones(1),)])
+    assert logits.dtype == torch.float32 and isinstance(kv, list)
+
+
+def test_price_of_fp16(checkpoints, model_dirs, tmp_path):
+    """fp16 against fp32, teacher-forced: the fields the results carry, on the tiny model."""
+    from bark_onnx.benchmarks.quality import measure
+    from bark_onnx.export.exporter import export_model
+
+    fp16 = export_model(str(checkpoints["suno-tiny"]), tmp_path / "fp16", precision="fp16", progress=False,
+                        report=lambda line: None)
+    price = measure(model_dirs["suno-tiny"], fp16, steps=5, providers=["cpu"])
+    assert price["runs_on"] == "CPU"
+    for stage in ("semantic", "coarse", "fine"):
+        assert 0.5 <= price[stage]["agreement"] <= 1 and 0 < price[stage]["max_logit_error"] < 5e-2
+
+
+def test_reference_loops_run_through_the_device_wrapper(reference_models, checkpoints):
+    """The reference loops, written for host tensors, give the same tokens and audio through OnDevice
+    (fp32 on the CPU here; fp16 on CUDA under --torch-device cuda)."""
+    import torch
+
+    from bark_onnx.benchmarks.devices import OnDevice
+    from bark_onnx.export import reference as R
+    from bark_onnx.export.tokenizer import tokenizer_from_vocab
+
+    tok = tokenizer_from_vocab(checkpoints["suno-tiny"] / "vocab.txt")
+    tokenize = lambda text: tok.encode(text, add_special_tokens=False).ids  # noqa: E731
+    models = reference_models["suno-tiny"]
+    wrapped = {k: OnDevice(m, torch.device("cpu"), torch.float32) for k, m in models.items()}
+
+    def run(m):  # 1 s of greedy semantic tokens, then every stage
+        semantic = R.generate_semantic(m["semantic"], tokenize, "hello there", temp=0, max_gen_duration_s=1.0)
+        coarse = R.generate_coarse(m["coarse"], semantic, temp=0)
+        fine = R.generate_fine(m["fine"], coarse, temp=0)
+        return semantic, coarse, fine, R.decode(m["codec"], fine)
+
+    plain, moved = run(models), run(wrapped)
+    for a, b in zip(plain[:3], moved[:3]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(plain[3], moved[3], atol=1e-6)
