@@ -7,7 +7,8 @@
 #   4. checks that no heavy node of the four graphs runs on the CPU provider (ONNX Runtime's profiles),
 #   5. times each stage of one 13 s segment, onnx-fp16 against transformers fp16 on the same GPU,
 #      and measures the price of fp16 (teacher-forced agreement with fp32),
-#   6. runs the suite's tests marked `gpu` (tests/test_gpu.py).
+#   6. times the decoding steps with and without CUDA graphs, and many concurrent requests on one model,
+#   7. runs the suite's tests marked `gpu` (tests/test_gpu.py).
 # It stops at the first failure, saying which step failed; what it measured stays in OUT_DIR.
 #
 #   benchmarks/gpu_check.sh [--wheel WHEEL] [--large] [--size small|large|tiny] [--no-price]
@@ -23,7 +24,8 @@
 #   --no-tests  skip the tests marked gpu
 # Environment: PYTHON (default python3), BARK_GPU_CHECK_WORK (default /tmp/bark-gpu-check: models,
 # profiles, installs; reused by a second run).
-# OUT_DIR receives gpu_check.log, steps.tsv, and per size placement-SIZE.json, bench-SIZE.json, bench-SIZE.md.
+# OUT_DIR receives gpu_check.log, steps.tsv, and per size placement-SIZE.json, bench-SIZE.json, bench-SIZE.md,
+# graph-steps-SIZE.json, concurrency-SIZE.md.
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -185,8 +187,22 @@ time_stages() {  # $1: size; per-stage seconds of one 13 s segment, and the fp16
     return $status
 }
 
+graph_steps() {  # $1: size; decoding steps through the full graphs against captured CUDA graphs
+    "$PY" -m bark_onnx.benchmarks.graph_steps "$WORK/models/$1/onnx-fp16" --providers "$PROVIDERS" --rounds 2 \
+        --out "$OUT/graph-steps-$1.json"
+}
+
+concurrency() {  # $1: size; many requests on one model against the same ones in a row
+    local status
+    "$PY" -m bark_onnx.cli bench-concurrency --size "$1" --precisions fp16 --levels 1,4,16 --tokens 200 \
+        --providers "$PROVIDERS" --cache "$WORK/models" --out "$WORK/concurrency-$1"
+    status=$?
+    [ -f "$WORK/concurrency-$1/concurrency.md" ] && cp "$WORK/concurrency-$1/concurrency.md" "$OUT/concurrency-$1.md"
+    return $status
+}
+
 gpu_tests() {  # the suite's tests marked gpu, on the GPU build
-    (cd "$REPO" && "$PY" -m pytest -q -p no:cacheprovider -m gpu tests -rs)
+    (cd "$REPO" && "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py -rs)
 }
 
 log "gpu_check in $REPO; work folder $WORK; output $OUT; sizes: $SIZES; providers $PROVIDERS; torch on $TORCH_DEVICE"
@@ -207,6 +223,8 @@ for size in $SIZES; do
     step "export $size fp16" export_models "$size"
     step "${SOFT[@]}" "placement $size" check_placement "$size"
     step "time $size" time_stages "$size"
+    step --soft "cuda graphs $size" graph_steps "$size"
+    step --soft "concurrency $size" concurrency "$size"
 done
 [ "$TESTS" = 1 ] && step "tests marked gpu" gpu_tests  # in a --cpu run they skip themselves
 log "all steps passed; results in $OUT"

@@ -52,6 +52,7 @@ def measure(model_dir: Path, providers=None, rounds: int = 3) -> dict:
         results[name] = {stage: float(np.median([r[stage][0] for r in runs])) for stage in runs[0]}
         results[name]["segment_stages_total"] = sum(results[name].values())
         results[name]["providers"] = tts.active_providers()
+        results[name]["step_graphs_in_use"] = all(d.fixed is not None for d in tts.decoders.values())
         tokens[name] = runs[0]
         tts.close()
     results["same_tokens"] = {stage: bool(np.array_equal(tokens["full_graphs"][stage][1], tokens["cuda_graph"][stage][1]))

@@ -50,14 +50,17 @@ def _feed(session: ort.InferenceSession, config: ModelConfig, stage: str, seq: i
     if "merge_ids" in feed:
         feed["merge_ids"][:] = config.graphs[stage].merge_none_id
     if "past_length" in feed:
-        feed["past_length"] = np.array(past, np.int64)
+        feed["past_length"] = np.full(feed["input_ids"].shape[0], past, np.int64)  # one per row
     if "pred_idx" in feed:
         feed["pred_idx"] = np.array(config.fine.n_codes_given + 1, np.int64)
     return feed
 
 
 def _calls(config: ModelConfig, stage: str) -> list[tuple[int, int]]:
-    """(new positions, cached positions) per call: a prefill and a step, a fine window, a codec decode."""
+    """(new positions, cached positions) per call: a prefill and a step, a step alone (step-only
+    graphs), a fine window, a codec decode."""
+    if stage.endswith("_step"):
+        return [(1, PREFILL)]
     if stage == "fine":
         return [(config.fine.block_size, 0)]
     if stage == "codec":
@@ -67,7 +70,8 @@ def _calls(config: ModelConfig, stage: str) -> list[tuple[int, int]]:
 
 def profile_graph(model_dir: Path, config: ModelConfig, stage: str, placement, work: Path) -> list[dict]:
     """Run the graph with profiling on; returns the profile's node events."""
-    graph = model_dir / config.graphs[stage].file
+    info = config.step_graphs[stage[: -len("_step")]] if stage.endswith("_step") else config.graphs[stage]
+    graph = model_dir / info.file
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # as create_session: fused ops
     opts.log_severity_level = 3
@@ -76,7 +80,7 @@ def profile_graph(model_dir: Path, config: ModelConfig, stage: str, placement, w
     session = ort.InferenceSession(str(graph), sess_options=opts,
                                    providers=session_providers(graph, placement, config.precision == "fp16"))
     for seq, past in _calls(config, stage):
-        session.run(None, _feed(session, config, stage, seq, past))
+        session.run(None, _feed(session, config, stage.replace("_step", ""), seq, past))
     events = json.loads(Path(session.end_profiling()).read_text())
     return [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
 
@@ -103,7 +107,9 @@ def summarize(events: list[dict], on_gpu: bool) -> dict:
                             else e["args"].get("provider") != CPU)
     ]
     on_cpu = Counter(e["args"].get("op_name") for e in nodes.values() if e["args"].get("provider") == CPU)
-    return {"nodes": len(nodes), "providers": dict(providers), "ops_on_cpu": dict(on_cpu), "misplaced": misplaced}
+    copies = sorted(name for name, e in nodes.items() if str(e["args"].get("op_name", "")).startswith("Memcpy"))
+    return {"nodes": len(nodes), "providers": dict(providers), "ops_on_cpu": dict(on_cpu), "copies": copies,
+            "misplaced": misplaced}
 
 
 def check_model(model_dir: Path, providers, work: Path) -> dict:
@@ -111,8 +117,9 @@ def check_model(model_dir: Path, providers, work: Path) -> dict:
     config = ModelConfig.load(model_dir)
     placement = make_placement(providers)
     work.mkdir(parents=True, exist_ok=True)
+    stages = [*STAGES, *(f"{s}_step" for s in config.step_graphs)]
     graphs = {stage: summarize(profile_graph(model_dir, config, stage, placement, work), placement.on_gpu)
-              for stage in STAGES}
+              for stage in stages}
     return {"model": str(model_dir), "precision": config.precision, "providers": list(placement.running),
             "on_gpu": placement.on_gpu, "graphs": graphs, "ok": not any(g["misplaced"] for g in graphs.values())}
 

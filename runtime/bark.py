@@ -22,7 +22,7 @@ from .config import STAGES, VOICES_DIR, ModelConfig
 from .constants import SAMPLE_RATE
 from .decoder import CausalDecoder
 from .engine import Engine, Job
-from .errors import InputError, ModelDirError
+from .errors import BarkOnnxError, InputError, ModelDirError
 from .executor import Executor
 from .fine import check_coarse, fine_loop
 from .graph_check import check_graphs
@@ -95,8 +95,14 @@ class Bark:
                                 "(fp16 or fp32, --kv-cache inplace)")
         if not (cuda_graph if cuda_graph is not None else self.placement.on_gpu and have):
             return {}
-        return {s: create_session(self.model_dir / self.config.step_graphs[s].file, self.placement, fp16,
-                                  cuda_graph=self.placement.on_gpu) for s in ("semantic", "coarse")}
+        try:
+            return {s: create_session(self.model_dir / self.config.step_graphs[s].file, self.placement, fp16,
+                                      cuda_graph=self.placement.on_gpu) for s in ("semantic", "coarse")}
+        except BarkOnnxError as err:
+            if cuda_graph:
+                raise
+            logger.warning("decoding steps run without CUDA graphs: the step graphs did not load (%s)", err)
+            return {}
 
     @classmethod
     def load(cls, model: str | Path, providers=None, threads: int | None = None, *, max_batch: int = 8,

@@ -22,12 +22,16 @@ the coarse windows that repeat their semantic prefix recompute only the rest.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import onnxruntime as ort
 
 from .config import GPTConfig, GraphInfo
 from .errors import BarkOnnxError, InputError
 from .sessions import Placement
+
+logger = logging.getLogger(__name__)
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -124,8 +128,15 @@ class CausalDecoder:
         for s in seqs:
             if s.length + 1 > self.max_len:
                 raise InputError(f"sequence of {s.length + 1} positions exceeds the model's {self.max_len}")
+        out = None
         if self.fixed is not None:
-            out = self.fixed.run(seqs, tokens[:, 0])
+            try:
+                out = self.fixed.run(seqs, tokens[:, 0])
+            except Exception as err:  # e.g. a provider that cannot capture this graph: the usual calls still work
+                logger.warning("step-only graph failed (%s); stepping through the full graph from now on", err)
+                self.fixed = None
+        if out is not None:
+            pass
         elif self.inplace:
             out = self._run(seqs, tokens, None, [s.length for s in seqs])
         else:

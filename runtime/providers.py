@@ -82,8 +82,13 @@ def resolve_providers(requested=None) -> tuple[str, ...]:
     if requested is None:
         chosen = [p for p in DEFAULT_ORDER if p in available]
     else:
+        if isinstance(requested, str):
+            requested = [requested]
+        if not isinstance(requested, (list, tuple)) or not all(isinstance(p, str) for p in requested):
+            raise BarkOnnxError(f"providers must be None, a name or a list of names such as ['cuda', 'cpu'], "
+                                f"got {requested!r:.80}")
         chosen = []
-        for name in [requested] if isinstance(requested, str) else requested:
+        for name in requested:
             full = SHORT_NAMES.get(str(name).lower(), str(name))
             if full not in available:
                 raise BarkOnnxError(

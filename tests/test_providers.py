@@ -99,7 +99,7 @@ def test_a_real_session_that_ignores_cuda_gives_a_cpu_placement(gpu_build, model
         warnings.simplefilter("ignore")  # onnxruntime's own note that it lacks the provider
         tts = Bark.load(model_dirs["suno-tiny"], providers=["cuda", "cpu"], threads=1)
     assert tts.placement.providers == (CUDA, CPU) and tts.placement.device == "cpu"
-    assert tts.semantic_decoder.device == "cpu"
+    assert tts.decoders["semantic"].device == "cpu"
     assert any("run without it" in r.getMessage() for r in caplog.records)
     assert tts.text_to_semantic("hello", temperature=0, max_gen_duration_s=0.1, silent=True).size > 0
 
@@ -259,7 +259,7 @@ def test_say_and_demo_pick_the_machine_precision(gpu_build, tmp_path):
 
     seen = {}
 
-    def fake_ensure(small, precision=None, progress=True, providers=None):
+    def fake_ensure(small, precision=None, progress=True, providers=None, offline=False):
         seen["say"] = (precision, providers)
         raise BarkOnnxError("stop here")
 
