@@ -178,7 +178,7 @@ time_stages() {  # $1: size; per-stage seconds of one 13 s segment, and the fp16
     local status price=()
     [ "$PRICE" = 1 ] || price=(--no-quality)
     "$PY" -m bark_onnx.cli bench --size "$1" --backends onnx-fp16,transformers --providers "$PROVIDERS" \
-        --torch-device "$TORCH_DEVICE" --stages semantic,coarse,fine,codec,segment --rounds 1 --segment-rounds 1 \
+        --torch-device "$TORCH_DEVICE" --stages semantic,coarse,fine,codec --rounds 1 --segment-rounds 1 \
         --cache "$WORK/models" --out "$WORK/bench-$1" "${price[@]}"
     status=$?
     for f in json md; do  # written after the timings (and again after the price), and after a failure too
