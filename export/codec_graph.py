@@ -23,7 +23,9 @@ from .onnx_builder import OPSET
 
 
 
-def build_codec(decoder: EncodecDecoder) -> tuple[onnx.ModelProto, GraphInfo]:
+def build_codec(decoder: EncodecDecoder, fold_trims: bool = True) -> tuple[onnx.ModelProto, GraphInfo]:
+    """fold_trims: let each ConvTranspose trim its own end (CPU graphs). GPU graphs keep the Slice:
+    CUDA's ConvTranspose takes symmetric pads only, and with [0, trim] ONNX Runtime runs it on the CPU."""
     decoder = decoder.eval()
     example = torch.zeros(1, decoder.cfg.n_codebooks, 16, dtype=torch.int64)
     buf = io.BytesIO()
@@ -35,8 +37,9 @@ def build_codec(decoder: EncodecDecoder) -> tuple[onnx.ModelProto, GraphInfo]:
             dynamic_axes={"codes": {0: "batch", 2: "frames"}, "audio": {0: "batch", 1: "samples"}},
         )
     model = onnx.load_model_from_string(buf.getvalue())
-    trims = [m.trim for m in decoder.modules() if isinstance(m, CausalConvTranspose1d)]
-    fold_transposed_trims(model.graph, trims)
+    if fold_trims:
+        trims = [m.trim for m in decoder.modules() if isinstance(m, CausalConvTranspose1d)]
+        fold_transposed_trims(model.graph, trims)
     model.producer_name = "bark-onnx"
     model.doc_string = "EnCodec 24 kHz decoder (6 kbps, 8 codebooks)"
     return model, GraphInfo(file="codec.onnx", inputs=("codes",), outputs=("audio",))

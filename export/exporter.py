@@ -177,7 +177,7 @@ def export_model(
         sizes["fine"] = write(model, graphs["fine"].file)
         step.done(f"{sizes['fine'] / 1e6:.1f} MB")
         step("exporting the EnCodec decoder")  # fp32 for int8/int4 too: small, and audio-critical
-        model, graphs["codec"] = build_codec(models["codec"])
+        model, graphs["codec"] = build_codec(models["codec"], fold_trims=precision != "fp16")
         if precision == "fp16":
             model = _fp16_codec(model)
         sizes["codec"] = save_graph(model, tmp / graphs["codec"].file)

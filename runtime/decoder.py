@@ -188,6 +188,10 @@ class CausalDecoder:
     def _run_inplace(self, seqs, ids, merge, past) -> np.ndarray:
         rows = [s.row for s in seqs]
         lo, hi = min(rows), max(rows) + 1
+        if self.device == "cuda" and ids.shape[1] == 1:
+            # GPU kernels are picked by shape: steps always run every row, so a row's arithmetic
+            # never depends on how many others are stepping (on the CPU that costs, and is not needed)
+            lo, hi = 0, self.max_rows
         b, logits = self._binding(lo, hi - lo)
         if hi - lo == len(seqs) and rows == list(range(lo, hi)):
             all_ids, all_merge, all_past = ids, merge, np.asarray(past, dtype=np.int64)

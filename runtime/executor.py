@@ -1,11 +1,15 @@
-"""Runs the graph work that requests ask for, batched across requests where shapes allow.
+"""Runs the graph work that requests ask for, batching the decoding steps across requests.
 
     Step(stage)      every stepping row of a stage in one call (rows at their own lengths)
-    Prefill(stage)   prompts of equal length on consecutive fresh rows in one call, else one each
-    FinePass         windows of equal length and codebook in one call; for each window length,
-                     the lowest codebook goes first, so requests that lag catch up and then share calls
-    Decode           one call each: a batched convolution sums in another order, and a request's
-                     audio must not depend on which others ran beside it
+    Prefill(stage)   one call per request
+    FinePass         one call per request
+    Decode           one call per request
+
+Only the steps are batched: a batched prefill, fine window or convolution may sum in another
+order than the same work alone (GPU kernels are picked by shape), and a request's tokens and
+audio must not depend on which others ran beside it. The steps stay exact because a row's
+arithmetic is its own (on a GPU they always run every row, so their shape never changes; see
+decoder.py). Prefills and fine windows are large enough to keep a device busy on their own.
 
 Only the scheduler thread calls this; it is the one place sessions run.
 """
@@ -48,22 +52,12 @@ class Executor:
             item = job.pending
             if isinstance(item, Step):
                 groups[("step", item.stage)].append(job)
-            elif isinstance(item, Prefill):
-                groups[("prefill", item.stage, len(item.ids))].append(job)
-            elif isinstance(item, FinePass):
-                groups[("fine", len(item.codes), item.pred_idx)].append(job)
-            elif isinstance(item, Decode):
-                groups[("decode", id(job))].append(job)
+            elif isinstance(item, (Prefill, FinePass, Decode)):
+                groups[(type(item).__name__, id(job))].append(job)
             else:
                 raise TypeError(f"unknown work item {type(item).__name__}")
-        lowest: dict[int, int] = {}
-        for key in groups:
-            if key[0] == "fine":
-                lowest[key[1]] = min(lowest.get(key[1], key[2]), key[2])
         failures = []
         for key, members in groups.items():
-            if key[0] == "fine" and key[2] != lowest[key[1]]:
-                continue  # waits for the lagging requests of this window length
             try:
                 replies = self._call(key[0], members)
             except Exception as err:  # an ONNX Runtime failure: the requests of this call fail, others go on
@@ -79,33 +73,20 @@ class Executor:
         if kind == "step":
             decoder = self.decoders[items[0].stage]
             return list(decoder.step([job.seqs[items[0].stage] for job in jobs], [it.token for it in items]))
-        if kind == "prefill":
-            return list(self._prefill(jobs, items))
-        if kind == "fine":
-            codes = np.stack([it.codes for it in items])  # (B, W, 8)
-            return list(self.fine.run(None, {"codes": codes, "pred_idx": np.array(items[0].pred_idx, np.int64)})[0])
-        audio = self.codec.run(None, {"codes": items[0].codes[None]})[0][0]  # (8, T) -> (T * 320,)
+        job, item = jobs[0], items[0]
+        if kind == "Prefill":
+            decoder = self.decoders[item.stage]
+            if item.stage not in job.seqs:
+                job.seqs[item.stage] = decoder.open()
+            merge = None
+            if decoder.has_merge:
+                merge = np.full(len(item.ids), decoder.info.merge_none_id, dtype=np.int64)
+                if item.merge is not None:
+                    merge[: len(item.merge)] = item.merge
+                merge = merge[None]
+            return list(decoder.prefill([job.seqs[item.stage]], item.ids[None], merge))
+        if kind == "FinePass":
+            feed = {"codes": item.codes[None], "pred_idx": np.array(item.pred_idx, np.int64)}
+            return [self.fine.run(None, feed)[0][0]]  # (W, 1024)
+        audio = self.codec.run(None, {"codes": item.codes[None]})[0][0]  # (8, T) -> (T * 320,)
         return [np.ascontiguousarray(audio, dtype=np.float32)]
-
-    def _prefill(self, jobs: list, items: list[Prefill]) -> np.ndarray:
-        stage = items[0].stage
-        decoder = self.decoders[stage]
-        for job in jobs:
-            if stage not in job.seqs:
-                job.seqs[stage] = decoder.open()
-        order = sorted(range(len(jobs)), key=lambda i: job_row(jobs[i], stage))
-        ids = np.stack([items[i].ids for i in order])
-        merge = None
-        if decoder.has_merge:
-            merge = np.full(ids.shape, decoder.info.merge_none_id, dtype=np.int64)
-            for row, i in enumerate(order):
-                if items[i].merge is not None:
-                    merge[row, : len(items[i].merge)] = items[i].merge
-        logits = decoder.prefill([jobs[i].seqs[stage] for i in order], ids, merge)
-        out = np.empty_like(logits)
-        out[order] = logits
-        return out
-
-
-def job_row(job, stage: str) -> int:
-    return job.seqs[stage].row
