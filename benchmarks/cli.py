@@ -40,6 +40,10 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("bench-serve", help="load a speech server at 1x and 2x its max batch, then a soak")
     p.add_argument("--model", help="start `bark-onnx serve` on this model (127.0.0.1, a free port)")
+    p.add_argument("--size", choices=("tiny", "small", "large"),
+                   help="or on a random-weight model of these shapes (made and cached as `bench` does)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8", "int4"), default="int8",
+                   help="the random-weight model's precision")
     p.add_argument("--url", help="or load a running server, e.g. http://127.0.0.1:8000")
     p.add_argument("--max-batch", type=int, default=8, help="the started server's --max-batch")
     p.add_argument("--max-queue", type=int, default=64, help="the started server's --max-queue")

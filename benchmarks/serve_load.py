@@ -7,8 +7,9 @@ recorded. Reported per level: requests per minute, time-to-first-audio p50
 and p95, errors (any answer other than 200, or a broken stream) and 429s. The
 soak sends a few hundred requests at the max batch and reads the server's
 resident memory from /metrics before and after. With `--model` it starts
-its own server on 127.0.0.1 (any free port) and stops it at the end; with
-`--url` it loads a running one. Every loop is bounded by counts and by
+its own server on 127.0.0.1 (any free port) and stops it at the end (`--size`:
+on a random-weight model of Bark's shapes, so it runs offline); with `--url` it
+loads a running one. Every loop is bounded by counts and by
 `--time-limit`.
 """
 
@@ -205,9 +206,15 @@ def run(args) -> int:
     except ImportError:
         print("bark-onnx: bench-serve needs httpx: pip install 'bark-onnx[bench]'", file=sys.stderr)
         return 2
-    if bool(args.model) == bool(args.url):
-        print("bark-onnx: bench-serve needs --model (start a server) or --url (a running one)", file=sys.stderr)
+    if sum(map(bool, (args.model, args.size, args.url))) != 1:
+        print("bark-onnx: bench-serve needs one of --model or --size (start a server) or --url (a running one)",
+              file=sys.stderr)
         return 2
+    model = args.model
+    if args.size:
+        from .prepare import prepare  # writes and exports a random-weight checkpoint: the export extra
+
+        model = prepare(args.size, [args.precision])[f"onnx-{args.precision}"]
     body = {"model": "bark", "input": args.text, "response_format": "pcm"}
     if args.max_gen_duration_s:
         body["max_gen_duration_s"] = args.max_gen_duration_s
@@ -215,11 +222,11 @@ def run(args) -> int:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     server = None
-    if args.model:
+    if model:
         extra = ["--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue)]
         if args.threads:
             extra += ["--threads", str(args.threads)]
-        server = ServerProcess(args.model, *extra)
+        server = ServerProcess(model, *extra)
     try:
         url = server.url if server else args.url.rstrip("/")
         result = asyncio.run(bench(url, args.requests, args.soak, body, headers, args.time_limit,

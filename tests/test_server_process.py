@@ -12,7 +12,6 @@ import sys
 import textwrap
 
 import httpx
-import numpy as np
 
 from bark_onnx.benchmarks.serve_load import ServerProcess, parse_metrics
 
