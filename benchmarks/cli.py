@@ -1,4 +1,4 @@
-"""`bark-onnx bench` and `bark-onnx bench-compare`."""
+"""`bark-onnx bench`, `bench-fastpath`, `bench-compare` and `bench-serve`."""
 
 from __future__ import annotations
 
@@ -54,6 +54,26 @@ def add_parsers(sub) -> None:
     p.add_argument("--threshold", type=float, default=0.15, help="allowed slowdown of a median (0.15 = 15%%)")
     p.add_argument("--backends", help="only these backends (default: all in both files)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("bench-serve", help="load a speech server at 1x and 2x its max batch, then a soak")
+    p.add_argument("--model", help="start `bark-onnx serve` on this model (127.0.0.1, a free port)")
+    p.add_argument("--size", choices=("tiny", "small", "large"),
+                   help="or on a random-weight model of these shapes (made and cached as `bench` does)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8", "int4"), default="int8",
+                   help="the random-weight model's precision")
+    p.add_argument("--url", help="or load a running server, e.g. http://127.0.0.1:8000")
+    p.add_argument("--max-batch", type=int, default=8, help="the started server's --max-batch")
+    p.add_argument("--max-queue", type=int, default=64, help="the started server's --max-queue")
+    p.add_argument("--threads", type=int, help="the started server's --threads")
+    p.add_argument("--requests", type=int, default=32, help="requests at each concurrency (1x, 2x)")
+    p.add_argument("--soak", type=int, default=300, help="requests of the soak (0: none)")
+    p.add_argument("--text", default=None, help="what every request says")
+    p.add_argument("--max-gen-duration-s", type=float, help="cap each request's audio (seconds)")
+    p.add_argument("--api-key", help="the server's key (default: $BARK_ONNX_API_KEY)")
+    p.add_argument("--request-timeout", type=float, default=900.0, help="client time limit per request (s)")
+    p.add_argument("--time-limit", type=float, default=3600.0, help="stop sending after this many seconds")
+    p.add_argument("--out", help="also write the results as JSON here")
+    p.set_defaults(func=cmd_serve)
 
 
 def cmd_bench(args) -> int:
@@ -206,6 +226,14 @@ def cmd_concurrency(args) -> int:
         args.semantic_tokens, args.threads, Path(args.out) if args.out else None,
         Path(args.cache) if args.cache else None, args.providers.split(",") if args.providers else None)
     return 0
+
+
+def cmd_serve(args) -> int:
+    from .serve_load import TEXT, run
+
+    if args.text is None:
+        args.text = TEXT
+    return run(args)
 
 
 def cmd_compare(args) -> int:

@@ -1,7 +1,7 @@
 """The `bark-onnx` command.
 
-Subcommands that need torch (`export`, `demo`) import it only when they run,
-so `say` and `voices` work on a runtime-only install.
+Subcommands that need torch (`export`, `demo`) or FastAPI (`serve`) import it
+only when they run, so `say` and `voices` work on a runtime-only install.
 """
 
 from __future__ import annotations
@@ -47,9 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _export_parser(sub)
     from . import cli_runtime
+    from .server.command import add_parser as add_serve_parser  # argparse only: no FastAPI
     from bark_onnx.benchmarks.cli import add_parsers as add_bench_parsers  # argparse only: no torch, no pytest
 
     cli_runtime.add_parsers(sub)
+    add_serve_parser(sub)
     add_bench_parsers(sub)
     return parser
 
