@@ -20,10 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from bark_onnx import Bark, BarkOnnxError
+from bark_onnx import Bark
 from bark_onnx.constants import TEXT_ENCODING_OFFSET
 from bark_onnx.text import TextEncoder, normalize_text
 from bark_onnx.voices import VOICE_KEYS
+
+from .conftest import succeeds_or_bark_error
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -37,13 +39,6 @@ texts = st.one_of(
 )
 
 
-def _succeeds_or_bark_error(call, *args, **kwargs):
-    """Run the call; a BarkOnnxError is a fine answer, any other exception fails the test."""
-    try:
-        return call(*args, **kwargs)
-    except BarkOnnxError:
-        return None
-
 
 @pytest.fixture(scope="module")
 def tiny(tts) -> Bark:
@@ -53,7 +48,7 @@ def tiny(tts) -> Bark:
 @settings(max_examples=40, **SETTINGS)
 @given(text=texts)
 def test_texts(text, tiny):
-    tokens = _succeeds_or_bark_error(tiny.text_to_semantic, text, max_gen_duration_s=0.05, silent=True)
+    tokens = succeeds_or_bark_error(tiny.text_to_semantic, text, max_gen_duration_s=0.05, silent=True)
     assert tokens is None or (tokens.ndim == 1 and tokens.dtype == np.int64)
 
 
@@ -67,7 +62,7 @@ def encoder(model_dirs) -> TextEncoder:
 def test_text_is_cut_as_bark_cuts_it(text, encoder, bert_tokenize):
     """Tokenizing only a prefix gives Bark's first 256 tokens of the whole text."""
     expected = bert_tokenize(normalize_text(text))[:256]
-    got = _succeeds_or_bark_error(encoder.token_ids, text)
+    got = succeeds_or_bark_error(encoder.token_ids, text)
     if got is None:
         assert expected == []
     else:
@@ -90,9 +85,9 @@ voice_dicts = st.fixed_dictionaries({k: array_values for k in VOICE_KEYS}) | st.
 @settings(max_examples=40, **SETTINGS)
 @given(voice=voice_dicts)
 def test_voice_dicts(voice, tiny):
-    loaded = _succeeds_or_bark_error(tiny.load_voice, voice)
+    loaded = succeeds_or_bark_error(tiny.load_voice, voice)
     if loaded is not None:
-        tokens = _succeeds_or_bark_error(tiny.text_to_semantic, "hi", voice=voice, max_gen_duration_s=0.05,
+        tokens = succeeds_or_bark_error(tiny.text_to_semantic, "hi", voice=voice, max_gen_duration_s=0.05,
                                          silent=True)
         assert tokens is None or tokens.ndim == 1
 
@@ -123,7 +118,7 @@ def test_bytes_as_npz(content, tiny):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "voice.npz"
         path.write_bytes(content)
-        voice = _succeeds_or_bark_error(tiny.load_voice, path)
+        voice = succeeds_or_bark_error(tiny.load_voice, path)
         assert voice is None or set(voice) == set(VOICE_KEYS)
 
 
@@ -137,7 +132,7 @@ names = st.one_of(
 @settings(max_examples=60, **SETTINGS)
 @given(name=names)
 def test_voice_names(name, tiny):
-    _succeeds_or_bark_error(tiny.load_voice, name)
+    succeeds_or_bark_error(tiny.load_voice, name)
 
 
 json_values = st.recursive(
@@ -187,4 +182,4 @@ def test_config_mutations(data, tiny_config, model_dirs):
             if f.name != "config.json":
                 os.symlink(f, Path(folder) / f.name)
         (Path(folder) / "config.json").write_text(text)
-        _succeeds_or_bark_error(Bark.load, folder)
+        succeeds_or_bark_error(Bark.load, folder)

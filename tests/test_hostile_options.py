@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from bark_onnx import Bark, BarkOnnxError
 
+from .conftest import succeeds_or_bark_error
+
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SHORT = dict(max_gen_duration_s=0.05, silent=True)  # a few semantic tokens: quick on the tiny model
 
@@ -28,12 +30,6 @@ values = st.one_of(
 )
 seeds = values | st.integers(0, 2 ** 32).map(np.random.default_rng)
 
-
-def _succeeds_or_bark_error(call, *args, **kwargs):
-    try:
-        return call(*args, **kwargs)
-    except BarkOnnxError:
-        return None
 
 
 @pytest.fixture(scope="module")
@@ -51,21 +47,21 @@ def semantic(tiny) -> np.ndarray:
        value=seeds)
 def test_text_to_semantic_options(name, value, tiny):
     options = dict(SHORT, **{name: value})
-    tokens = _succeeds_or_bark_error(tiny.text_to_semantic, "hello", **options)
+    tokens = succeeds_or_bark_error(tiny.text_to_semantic, "hello", **options)
     assert tokens is None or tokens.ndim == 1
 
 
 @settings(max_examples=40, **SETTINGS)
 @given(name=st.sampled_from(["temperature", "top_k", "top_p", "seed"]), value=seeds)
 def test_semantic_to_coarse_options(name, value, tiny, semantic):
-    codes = _succeeds_or_bark_error(tiny.semantic_to_coarse, semantic, silent=True, **{name: value})
+    codes = succeeds_or_bark_error(tiny.semantic_to_coarse, semantic, silent=True, **{name: value})
     assert codes is None or codes.shape[0] == 2
 
 
 @settings(max_examples=15, **SETTINGS)
 @given(name=st.sampled_from(["temperature", "seed"]), value=seeds)
 def test_coarse_to_fine_options(name, value, tiny):
-    codes = _succeeds_or_bark_error(tiny.coarse_to_fine, np.zeros((2, 4), np.int64), **{name: value})
+    codes = succeeds_or_bark_error(tiny.coarse_to_fine, np.zeros((2, 4), np.int64), **{name: value})
     assert codes is None or (codes.shape == (8, 4) and codes.max() < 1024)
 
 
@@ -74,7 +70,7 @@ def test_coarse_to_fine_options(name, value, tiny):
                              "top_p", "min_eos_p", "max_gen_duration_s"]), value=seeds)
 def test_stream_options(name, value, tiny):
     options = dict(SHORT, **{name: value})
-    chunks = _succeeds_or_bark_error(lambda: list(tiny.stream("hello", **options)))
+    chunks = succeeds_or_bark_error(lambda: list(tiny.stream("hello", **options)))
     assert chunks is None or all(c.dtype == np.float32 for c in chunks)
 
 
@@ -82,7 +78,7 @@ def test_stream_options(name, value, tiny):
 @given(name=st.sampled_from(["text_temperature", "waveform_temperature", "fine_temperature", "seed"]),
        value=seeds)
 def test_generate_options(name, value, tiny):
-    audio = _succeeds_or_bark_error(tiny.generate, "hello", silent=True, **{name: value})
+    audio = succeeds_or_bark_error(tiny.generate, "hello", silent=True, **{name: value})
     assert audio is None or audio.dtype == np.float32
 
 

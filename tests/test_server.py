@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import soundfile
 
-from bark_onnx import Bark
 from bark_onnx.server import ServerSettings, create_app
 
 from .serving import LiveServer, ScriptedBark, pcm16
@@ -21,24 +20,17 @@ REQUEST = dict(seed=3, max_gen_duration_s=1.0)  # Bark's options, sent as extra 
 
 
 @pytest.fixture(scope="module")
-def tiny(model_dirs):
-    tts = Bark.load(model_dirs["suno-tiny"], max_batch=4)
-    yield tts
-    tts.close()
-
-
-@pytest.fixture(scope="module")
-def served(tiny):
-    scripted = ScriptedBark(tiny)
+def served(tiny_engine):
+    scripted = ScriptedBark(tiny_engine)
     with LiveServer(create_app(scripted, ServerSettings(model_name="suno-tiny", instance="test-1"))) as server:
         server.tts = scripted
         yield server
 
 
 @pytest.fixture(scope="module")
-def expected(tiny):
+def expected(tiny_engine):
     """What the library itself makes for REQUEST with the announcer voice, as 16-bit PCM."""
-    return pcm16(tiny.submit("hello world", "announcer", **REQUEST).result(timeout=300).audio)
+    return pcm16(tiny_engine.submit("hello world", "announcer", **REQUEST).result(timeout=300).audio)
 
 
 def openai_client(url: str, key: str = "unused"):
@@ -90,9 +82,9 @@ def test_streamed_formats_deliver_first_bytes_before_the_generation_ends(served,
     assert len(body) - start == 2 * job.job.result(timeout=60).audio.size
 
 
-def test_sse_sends_base64_deltas_then_done(served, tiny):
+def test_sse_sends_base64_deltas_then_done(served, tiny_engine):
     options = dict(seed=4, max_gen_duration_s=3.0)  # long enough for several chunks
-    expected = pcm16(tiny.submit("hello world", "announcer", **options).result(timeout=300).audio)
+    expected = pcm16(tiny_engine.submit("hello world", "announcer", **options).result(timeout=300).audio)
     with httpx.stream("POST", f"{served.url}/v1/audio/speech", timeout=300,
                       json={"model": "bark", "input": "hello world", "voice": "announcer", "response_format": "pcm",
                             "stream_format": "sse", **options}) as response:
@@ -194,8 +186,8 @@ def test_metrics_count_requests_and_audio(served):
     assert a["bark_onnx_max_batch"] == 4 and a["process_resident_memory_bytes"] > 0
 
 
-def test_api_key(tiny):
-    app = create_app(tiny, ServerSettings(model_name="suno-tiny", api_key="sekret"))
+def test_api_key(tiny_engine):
+    app = create_app(tiny_engine, ServerSettings(model_name="suno-tiny", api_key="sekret"))
     with LiveServer(app) as server:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic sekret"},
                         {"Authorization": "sekret"}):

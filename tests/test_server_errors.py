@@ -21,15 +21,8 @@ GOOD = {"model": "bark", "input": "hello world", "response_format": "pcm", "seed
 
 
 @pytest.fixture(scope="module")
-def tiny(model_dirs):
-    tts = Bark.load(model_dirs["suno-tiny"], max_batch=4)
-    yield tts
-    tts.close()
-
-
-@pytest.fixture(scope="module")
-def served(tiny):
-    scripted = ScriptedBark(tiny)
+def served(tiny_engine):
+    scripted = ScriptedBark(tiny_engine)
     settings = ServerSettings(model_name="suno-tiny", max_input_chars=200, request_timeout_s=60)
     with LiveServer(create_app(scripted, settings)) as server:
         server.tts = scripted
@@ -144,8 +137,8 @@ def test_a_failure_inside_one_request_is_a_logged_500_and_the_others_go_on(serve
     assert httpx.get(f"{served.url}/health").status_code == 200
 
 
-def test_time_limit_cancels_with_504_before_audio_and_cuts_the_stream_after(tiny):
-    scripted = ScriptedBark(tiny)
+def test_time_limit_cancels_with_504_before_audio_and_cuts_the_stream_after(tiny_engine):
+    scripted = ScriptedBark(tiny_engine)
     with LiveServer(create_app(scripted, ServerSettings(request_timeout_s=0.5))) as server:
         url = f"{server.url}/v1/audio/speech"
         for fmt in ("pcm", "mp3"):
