@@ -34,10 +34,13 @@ def preload_models(text_use_gpu=True, text_use_small=False, coarse_use_gpu=True,
     global _MODEL
     if _MODEL is not None and not force_reload:
         return _MODEL
+    if _MODEL is not None:
+        _MODEL.close()
     small = suno_use_small() or text_use_small or coarse_use_small or fine_use_small
     use_gpu = text_use_gpu or coarse_use_gpu or fine_use_gpu or codec_use_gpu
-    model_dir = os.environ.get("BARK_ONNX_MODEL") or ensure_model(small)
-    _MODEL = Bark.load(model_dir, providers=None if use_gpu else ["cpu"])
+    providers = None if use_gpu else ["cpu"]
+    model_dir = os.environ.get("BARK_ONNX_MODEL") or ensure_model(small, providers=providers)
+    _MODEL = Bark.load(model_dir, providers=providers)
     return _MODEL
 
 
