@@ -72,10 +72,11 @@ class Job:
         return self._done
 
     def cancel(self) -> None:
-        """Stop the request; its rows are freed at the next step. A no-op once it is done."""
+        """Stop the request: at once while it waits in the queue, else its rows are freed at the
+        next step. A no-op once it is done."""
         if not self._done:
             self.cancelled = True
-            self._engine.wake()
+            self._engine.withdraw(self)
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the request to end; its return value, or the error it ended with."""
@@ -201,9 +202,15 @@ class Engine:
             self._lock.notify_all()
         return job
 
-    def wake(self) -> None:
+    def withdraw(self, job: Job) -> None:
+        """A cancelled job leaves the queue at once (its code never ran); a running one at the next step."""
         with self._lock:
+            waiting = job in self._waiting
+            if waiting:
+                self._waiting.remove(job)
             self._lock.notify_all()
+        if waiting:
+            self._end(job, error=CancelledError("the request was cancelled"), counted="cancelled")
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -241,11 +248,7 @@ class Engine:
                 if self._closing and not self._active and not self._waiting:
                     return
                 while self._waiting and len(self._active) < self.max_batch:
-                    job = self._waiting.popleft()
-                    if job.cancelled:
-                        self._end(job, error=CancelledError("the request was cancelled"), counted="cancelled")
-                    else:
-                        self._active.append(job)
+                    self._active.append(self._waiting.popleft())
                 active = list(self._active)
             try:
                 self._iteration(active)
