@@ -183,3 +183,13 @@ def test_replicas_and_autoscale_exclude_each_other(model_dirs):
 def test_a_wrong_model_fails_before_ray_starts(tmp_path):
     proc = run_cli("--model", str(tmp_path / "missing"), "--ray", "--port", "0")
     assert proc.returncode == 2 and "missing" in proc.stderr and "Ray at" not in proc.stderr, proc.stderr
+
+
+def test_bench_serve_starts_serve_ray_for_replicas():
+    from argparse import Namespace
+
+    from bark_onnx.benchmarks.serve_load import server_args
+
+    args = Namespace(max_batch=4, max_queue=8, threads=1, replicas=2)
+    assert server_args(args) == ["--max-batch", "4", "--max-queue", "8", "--threads", "1", "--ray", "--replicas", "2"]
+    assert "--ray" not in server_args(Namespace(max_batch=4, max_queue=8, threads=None, replicas=None))

@@ -3,6 +3,8 @@
 On SIGTERM (or Ctrl-C) the server stops accepting connections, answers 503
 to new requests on open ones, lets the requests in flight finish for up to
 --drain-timeout seconds (then cancels them), closes the model and exits 0.
+With --ray the same app runs as a Ray Serve application, one model per
+replica (ray_command.py).
 """
 
 from __future__ import annotations

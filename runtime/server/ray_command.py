@@ -18,13 +18,16 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import BarkOnnxError
+from ..offline import is_offline
 
 logger = logging.getLogger(__name__)
 
 RAY_HINT = "serve --ray needs the ray extra: pip install 'bark-onnx[ray]'"
+DEFAULT_MODEL = "suno/bark-small"  # exported into the cache on first use, as `bark-onnx serve` does
 # The local instance's shared-memory object store: requests and audio chunks travel as small
 # messages, so Ray's default (30 % of the machine's memory) would only reserve memory.
 LOCAL_OBJECT_STORE_BYTES = 128 * 2 ** 20
@@ -40,8 +43,9 @@ def add_arguments(p) -> None:
                    help="serve as a Ray Serve application: one engine per replica, on a local Ray or a cluster")
     scale = g.add_mutually_exclusive_group()
     scale.add_argument("--replicas", type=int, help="replicas, each with its own engine (default 1)")
-    scale.add_argument("--autoscale", metavar="MIN:MAX", help="scale between MIN and MAX replicas on the requests "
-                                                              "in flight (more than --max-batch per replica: scale out)")
+    scale.add_argument("--autoscale", metavar="MIN:MAX",
+                       help="scale between MIN and MAX replicas on the requests in flight (more than --max-batch "
+                            "per replica: scale out)")
     g.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray instance)")
     g.add_argument("--gpus-per-replica", type=float,
                    help="GPUs each replica reserves, fractions share one (default: 1 when --providers names cuda or "
@@ -101,6 +105,19 @@ def _raise_stop(sig, frame) -> None:
     raise _Stop
 
 
+def _start_ray(ray, address: str | None, cpus: int, verbose: bool) -> None:
+    try:
+        if address is None:
+            ray.init(address="local", num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                     include_dashboard=False, log_to_driver=verbose, logging_level=logging.WARNING)
+        else:
+            ray.init(address=address, log_to_driver=verbose, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError) as err:
+        where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
+        raise BarkOnnxError(f"cannot {where} ({' '.join(str(err).split())[:300]}); check the address, and for a "
+                            "cluster with token authentication set RAY_AUTH_MODE=token and its token") from None
+
+
 def run_ray(args, settings) -> int:
     address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
     local = address is None
@@ -111,20 +128,22 @@ def run_ray(args, settings) -> int:
         import ray
         from ray import serve
 
-        from .ray_app import APP_NAME, ReplicaPlan, application, deployment_options, parse_autoscale
+        from .ray_app import APP_NAME, ReplicaPlan, application, parse_autoscale
     except ImportError as err:
         raise BarkOnnxError(f"{RAY_HINT} ({err})") from None
 
     autoscale = parse_autoscale(args.autoscale) if args.autoscale else None
     replicas = args.replicas if args.replicas is not None else 1
-    most = autoscale[1] if autoscale else replicas
-    offline = bool(os.environ.get("BARK_ONNX_OFFLINE"))
     providers = tuple(p.strip() for p in args.providers.split(",") if p.strip()) if args.providers else None
-    plan = ReplicaPlan(_model(args, local, offline), settings, providers=providers, threads=1 if args.threads is None else args.threads,
-                       gpus=args.gpus_per_replica, max_batch=args.max_batch, max_queue=args.max_queue,
-                       instance=args.instance, offline=offline)
-    app = application(plan, replicas, autoscale, args.drain_timeout)  # every option checked before Ray starts
+    plan = ReplicaPlan(args.model or DEFAULT_MODEL, settings, providers=providers,
+                       threads=1 if args.threads is None else args.threads, gpus=args.gpus_per_replica,
+                       max_batch=args.max_batch, max_queue=args.max_queue, instance=args.instance,
+                       offline=is_offline())  # the replicas follow this command's offline switch
+    application(plan, replicas, autoscale, args.drain_timeout)  # every option checked before the model
+    plan = replace(plan, model=_model(args, local, plan.offline))
+    app = application(plan, replicas, autoscale, args.drain_timeout)
     port = _free_port(args.host, args.port)
+    most = autoscale[1] if autoscale else replicas
     verbose = logging.getLogger().isEnabledFor(logging.INFO)
     if local and most * plan.threads > (os.cpu_count() or 1):
         logger.warning("%d replicas of %d threads oversubscribe this machine's %d cores", most, plan.threads,
@@ -132,11 +151,7 @@ def run_ray(args, settings) -> int:
 
     originals = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if local:
-            ray.init(address="local", num_cpus=most * plan.threads, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                     include_dashboard=False, log_to_driver=verbose, logging_level=logging.WARNING)
-        else:
-            ray.init(address=address, log_to_driver=verbose, logging_level=logging.WARNING)
+        _start_ray(ray, address, most * plan.threads, verbose)
         for sig in originals:  # ray.init installs its own fatal-signal handlers: ours again
             signal.signal(sig, _raise_stop)
         if not verbose:
