@@ -6,6 +6,7 @@ left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,6 +40,14 @@ LONG = {"model": "bark", "input": " ".join(f"sentence number {i} is here." for i
         "response_format": "pcm", "seed": 1, "max_words": 4, "allow_early_stop": False, "max_gen_duration_s": 2.0}
 MEDIUM = {**LONG, "input": " ".join(f"sentence number {i} is here." for i in range(3)), "max_gen_duration_s": 0.5}
 PREFIX = 2 * 24000 * 2  # bytes of 16-bit audio compared after a fault: two seconds
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_token():
+    """The token every Ray instance here authenticates with (conftest sets RAY_AUTH_MODE=token), made
+    once where this machine has none yet (`ray get-auth-token --generate`, into ~/.ray/auth_token)."""
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "get-auth-token", "--generate"],
+                   capture_output=True, check=True, timeout=120)
 
 
 def descendants(pid: int) -> set[int]:
@@ -268,20 +277,61 @@ def test_sigterm_removes_the_app_shuts_ray_down_and_exits_0(ray_server):
     until(lambda: not running(processes), 60, "the local Ray instance's processes ended", every=0.5)
 
 
-# ---------------------------------------------------------------- two nodes on one machine
+# ---------------------------------------------------------------- clusters simulated on one machine
 
 
-def test_two_node_cluster_keeps_answering_when_a_node_goes(model_dirs):
+@contextlib.contextmanager
+def simulated_cluster(*node_cpus: int):
+    """A Ray cluster of one node per entry (its CPUs), this process its driver; torn down on leaving,
+    and every process it started checked gone (what is left is killed, and the test fails)."""
     from ray.cluster_utils import Cluster
 
     before = descendants(os.getpid())
+    head, *others = node_cpus
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head, "object_store_memory": 80 * MB,
+                                                            "include_dashboard": False})
+    started: set[int] = set()
+    try:
+        workers = [cluster.add_node(num_cpus=cpus, object_store_memory=80 * MB) for cpus in others]
+        ray.init(address=cluster.address, logging_level=logging.WARNING, log_to_driver=False)
+        yield cluster, workers
+    finally:
+        started = descendants(os.getpid()) - before  # the cluster's processes, seen while it runs
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+    started |= descendants(os.getpid()) - before
+    assert len(started) >= 3  # gcs, raylets, workers, ...
+    try:
+        until(lambda: not running(started), 60, "the cluster's processes ended", every=0.5)
+    finally:
+        kill_leftovers(started)
+
+
+def test_serve_ray_joins_a_running_cluster_and_leaves_it_running(model_dirs):
+    with simulated_cluster(2) as (cluster, _):
+        server = ServerProcess(model_dirs["suno-tiny"], "--ray", "--ray-address", cluster.address, "--replicas", "2",
+                               "--threads", "1", "--max-batch", "2", "--max-queue", "2", "--instance", "joined")
+        try:
+            assert f"on the Ray cluster at {cluster.address}" in server.log
+            answers = [speak(server.url) for _ in range(2)]
+            assert all(status == 200 for status, _ in answers)
+            assert serve.status().applications[APP_NAME].status == "RUNNING"
+            assert ray.available_resources().get("CPU", 0) == 0  # the two replicas took the node's two CPUs
+        finally:
+            assert server.stop(timeout=120) == 0
+        # the command removed its app and left the cluster running
+        until(lambda: APP_NAME not in serve.status().applications, 60, "the app was removed", every=0.5)
+        assert ray.cluster_resources()["CPU"] == 2
+        until(lambda: ray.available_resources().get("CPU", 0) == 2, 60, "the replicas' CPUs were freed", every=0.5)
+
+
+def test_two_node_cluster_keeps_answering_when_a_node_goes(model_dirs):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 80 * MB,
-                                                            "include_dashboard": False})
-    try:
-        worker = cluster.add_node(num_cpus=1, object_store_memory=80 * MB)
-        ray.init(address=cluster.address, logging_level=logging.WARNING, log_to_driver=False)
+    with simulated_cluster(1, 1) as (cluster, (worker,)):
         serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly",
                     logging_config={"log_level": "WARNING"})
         plan = ReplicaPlan(str(model_dirs["suno-tiny"]), ServerSettings(model_name="suno-tiny"), threads=1,
@@ -305,16 +355,3 @@ def test_two_node_cluster_keeps_answering_when_a_node_goes(model_dirs):
                 stream.close()
         answers = [speak(url) for _ in range(5)]
         assert answers == [(200, head_replica)] * 5 and time.monotonic() - gone < 120
-    finally:
-        started = descendants(os.getpid()) - before  # the cluster's processes, seen while it runs
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
-    started |= descendants(os.getpid()) - before
-    assert len(started) >= 4  # gcs, two raylets, workers, ...
-    try:
-        until(lambda: not running(started), 60, "the cluster's processes ended", every=0.5)
-    finally:
-        kill_leftovers(started)
