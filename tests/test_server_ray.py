@@ -318,6 +318,9 @@ def test_serve_ray_joins_a_running_cluster_and_leaves_it_running(model_dirs):
             assert f"on the Ray cluster at {cluster.address}" in server.log
             answers = [speak(server.url) for _ in range(2)]
             assert all(status == 200 for status, _ in answers)
+            health = httpx.get(f"{server.url}/health", timeout=60)
+            assert health.json() == {"status": "ok", "instance": "joined"}
+            assert health.headers["x-bark-onnx-instance"] == "joined" and health.headers[REPLICA_HEADER]
             assert serve.status().applications[APP_NAME].status == "RUNNING"
             assert ray.available_resources().get("CPU", 0) == 0  # the two replicas took the node's two CPUs
         finally:
