@@ -55,7 +55,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--backends", help="only these backends (default: all in both files)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("bench-serve", help="load a speech server at 1x and 2x its max batch, then a soak")
+    p = sub.add_parser("bench-serve", help="load a speech server at 1x and 2x its max batch (times its replicas), "
+                                                 "then a soak")
     p.add_argument("--model", help="start `bark-onnx serve` on this model (127.0.0.1, a free port)")
     p.add_argument("--size", choices=("tiny", "small", "large"),
                    help="or on a random-weight model of these shapes (made and cached as `bench` does)")
@@ -65,6 +66,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--max-batch", type=int, default=8, help="the started server's --max-batch")
     p.add_argument("--max-queue", type=int, default=64, help="the started server's --max-queue")
     p.add_argument("--threads", type=int, help="the started server's --threads")
+    p.add_argument("--replicas", type=int, help="start `bark-onnx serve --ray` with this many replicas (with --url: "
+                                                "how many the server has); the loads scale with them")
     p.add_argument("--requests", type=int, default=32, help="requests at each concurrency (1x, 2x)")
     p.add_argument("--soak", type=int, default=300, help="requests of the soak (0: none)")
     p.add_argument("--text", default=None, help="what every request says")

@@ -1,13 +1,15 @@
 """`bark-onnx bench-serve`: a bounded load on a speech server, then a soak.
 
-Closed loop: at each concurrency (1x and 2x the engine's max batch), that many
+Closed loop: at each concurrency (1x and 2x the engine's max batch, times the
+replicas behind a Ray Serve deployment), that many
 clients send streamed pcm requests back to back until the level's count is
 sent; each request's time to first audio (first body byte) and duration are
 recorded. Reported per level: requests per minute, time-to-first-audio p50
 and p95, errors (any answer other than 200, or a broken stream) and 429s. The
 soak sends a few hundred requests at the max batch and reads the server's
 resident memory from /metrics before and after. With `--model` it starts
-its own server on 127.0.0.1 (any free port) and stops it at the end (`--size`:
+its own server on 127.0.0.1 (any free port; `--replicas N`: `serve --ray` with N
+replicas on a local Ray instance) and stops it at the end (`--size`:
 on a random-weight model of Bark's shapes, so it runs offline); with `--url` it
 loads a running one. Every loop is bounded by counts and by
 `--time-limit`.
@@ -166,20 +168,23 @@ def _metrics(url: str, headers: dict) -> dict[str, float]:
 
 
 async def bench(url: str, requests: int, soak: int, body: dict, headers: dict, time_limit: float,
-                request_timeout: float, report=print) -> dict:
+                request_timeout: float, report=print, replicas: int = 1) -> dict:
+    """`replicas`: how many engines serve `url` (Ray Serve); each load level scales with them. The
+    memory figures are then those of the replica that answered /metrics."""
     deadline = time.perf_counter() + time_limit
     before = _metrics(url, headers)
     max_batch = int(before["bark_onnx_max_batch"])
-    report(f"server {url}: max batch {max_batch}")
+    full = max_batch * replicas
+    report(f"server {url}: max batch {max_batch}, {replicas} replica{'s' if replicas > 1 else ''}")
     await run_level(url, 1, 1, body, headers, deadline, request_timeout)  # warm-up, not counted
     levels = {}
-    for name, concurrency in (("1x", max_batch), ("2x", 2 * max_batch)):
+    for name, concurrency in (("1x", full), ("2x", 2 * full)):
         levels[name] = await run_level(url, concurrency, requests, body, headers, deadline, request_timeout)
         report(f"{name} ({concurrency} clients): {json.dumps(levels[name])}")
-    result = {"url": url, "max_batch": max_batch, "body": body, "levels": levels}
+    result = {"url": url, "max_batch": max_batch, "replicas": replicas, "body": body, "levels": levels}
     if soak:
         rss_before = _metrics(url, headers)["process_resident_memory_bytes"]
-        level = await run_level(url, max_batch, soak, body, headers, deadline, request_timeout)
+        level = await run_level(url, full, soak, body, headers, deadline, request_timeout)
         rss_after = _metrics(url, headers)["process_resident_memory_bytes"]
         result["soak"] = {**level, "rss_before_mb": round(rss_before / 2 ** 20, 1),
                           "rss_after_mb": round(rss_after / 2 ** 20, 1)}
@@ -198,6 +203,16 @@ def table(result: dict) -> str:
         s = result["soak"]
         rows.append(f"\nserver resident memory: {s['rss_before_mb']} MB before the soak, {s['rss_after_mb']} MB after")
     return "\n".join(rows)
+
+
+def server_args(args) -> list[str]:
+    """The options of the `bark-onnx serve` that bench-serve starts."""
+    extra = ["--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue)]
+    if args.threads:
+        extra += ["--threads", str(args.threads)]
+    if args.replicas:
+        extra += ["--ray", "--replicas", str(args.replicas)]
+    return extra
 
 
 def run(args) -> int:
@@ -221,16 +236,14 @@ def run(args) -> int:
     key = args.api_key or os.environ.get("BARK_ONNX_API_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    server = None
-    if model:
-        extra = ["--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue)]
-        if args.threads:
-            extra += ["--threads", str(args.threads)]
-        server = ServerProcess(model, *extra)
+    if args.replicas is not None and args.replicas < 1:
+        print(f"bark-onnx: --replicas must be at least 1, got {args.replicas}", file=sys.stderr)
+        return 2
+    server = ServerProcess(model, *server_args(args)) if model else None
     try:
         url = server.url if server else args.url.rstrip("/")
         result = asyncio.run(bench(url, args.requests, args.soak, body, headers, args.time_limit,
-                                   args.request_timeout, say))
+                                   args.request_timeout, say, args.replicas or 1))
     finally:
         if server:
             server.stop()

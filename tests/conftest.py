@@ -14,6 +14,11 @@ import pytest
 
 # Offline: the hub client must never wait on a network in the tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Ray reads these when imported: the tests' Ray instances bind loopback only and report nothing, and a
+# test process joins an instance that `serve --ray` started with the token it made (~/.ray/auth_token).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 TINY = dict(n_layer=2, n_head=2, n_embd=64)
 MINI = dict(n_layer=3, n_head=4, n_embd=96)

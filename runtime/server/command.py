@@ -3,6 +3,8 @@
 On SIGTERM (or Ctrl-C) the server stops accepting connections, answers 503
 to new requests on open ones, lets the requests in flight finish for up to
 --drain-timeout seconds (then cancels them), closes the model and exits 0.
+With --ray the same app runs as a Ray Serve application, one model per
+replica (ray_command.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ..errors import BarkOnnxError
+from .ray_command import add_arguments as add_ray_arguments, check_arguments as check_ray_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--served-model-name", help="the model name clients send (default: the model's folder name)")
     p.add_argument("--instance", help="this server's name in the X-Bark-Onnx-Instance header (default: host name)")
     p.add_argument("--providers", help="comma-separated execution providers, e.g. cuda,cpu (default: best available)")
-    p.add_argument("--threads", type=int, help="CPU threads per session (default: the cores available)")
+    p.add_argument("--threads", type=int, help="CPU threads per session (default: the cores available; with --ray: "
+                                               "1, and each replica reserves that many CPUs)")
+    add_ray_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -76,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
         **({"instance": args.instance} if args.instance else {}))
     if args.drain_timeout < 0:
         raise BarkOnnxError(f"--drain-timeout must be a number of seconds >= 0, got {args.drain_timeout}")
+    check_ray_arguments(args)
+    if args.ray:
+        from .ray_command import run_ray
+
+        return run_ray(args, settings)
     sock = _listen(args.host, args.port)  # first: a port in use fails before minutes of loading
     try:
         if args.model:

@@ -1,0 +1,204 @@
+"""`bark-onnx serve --ray`: deploy the speech server on Ray Serve, serve until told to stop, tear down.
+
+Without an address (neither --ray-address nor $RAY_ADDRESS) it starts a local
+Ray instance on this machine: loopback only, as many CPUs as the replicas
+reserve, a small object store and no dashboard; one Serve proxy on
+--host/--port. With an address it joins that cluster and deploys the app there
+(a proxy on every node that runs a replica). SIGTERM or Ctrl-C: Serve stops
+routing to the replicas, lets their requests in flight finish (up to
+--drain-timeout s), then the app is deleted (a local instance is shut down
+whole) and the command exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import BarkOnnxError
+from ..offline import is_offline
+
+logger = logging.getLogger(__name__)
+
+RAY_HINT = "serve --ray needs the ray extra: pip install 'bark-onnx[ray]'"
+DEFAULT_MODEL = "suno/bark-small"  # exported into the cache on first use, as `bark-onnx serve` does
+# The local instance's shared-memory object store: requests and audio chunks travel as small
+# messages, so Ray's default (30 % of the machine's memory) would only reserve memory.
+LOCAL_OBJECT_STORE_BYTES = 128 * 2 ** 20
+
+
+class _Stop(Exception):
+    """A stop signal arrived: leave whatever waits, then tear down."""
+
+
+def add_arguments(p) -> None:
+    g = p.add_argument_group("Ray Serve (--ray): replicas of the server behind Serve's router")
+    g.add_argument("--ray", action="store_true",
+                   help="serve as a Ray Serve application: one engine per replica, on a local Ray or a cluster")
+    scale = g.add_mutually_exclusive_group()
+    scale.add_argument("--replicas", type=int, help="replicas, each with its own engine (default 1)")
+    scale.add_argument("--autoscale", metavar="MIN:MAX",
+                       help="scale between MIN and MAX replicas on the requests in flight (more than --max-batch "
+                            "per replica: scale out)")
+    g.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray instance)")
+    g.add_argument("--gpus-per-replica", type=float,
+                   help="GPUs each replica reserves, fractions share one (default: 1 when --providers names cuda or "
+                        "tensorrt, else 0)")
+
+
+def check_arguments(args) -> None:
+    """The Ray options make sense only with --ray."""
+    if args.ray:
+        return
+    given = [flag for flag, value in (("--replicas", args.replicas), ("--autoscale", args.autoscale),
+                                      ("--ray-address", args.ray_address),
+                                      ("--gpus-per-replica", args.gpus_per_replica)) if value is not None]
+    if given:
+        raise BarkOnnxError(f"{', '.join(given)} only apply with --ray (serve on Ray Serve); add --ray")
+
+
+def _free_port(host: str, port: int) -> int:
+    """`port` if it is free on `host`, a free one for 0; Serve's proxy binds it a moment later."""
+    if not 0 <= port <= 65535:
+        raise BarkOnnxError(f"--port must lie in [0, 65535], got {port}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, port))
+            return sock.getsockname()[1]
+    except OSError as err:
+        raise BarkOnnxError(f"cannot listen on {host}:{port} ({err.strerror or err}); "
+                            "pick another --port or --host") from None
+
+
+def _model(args, local: bool, offline: bool) -> str:
+    """What the replicas load: on a local instance, the resolved directory (checked here, before any
+    replica starts); on a cluster, the path or hub id as given (it must exist on every node)."""
+    if not args.model:
+        if not local:
+            raise BarkOnnxError("with a Ray cluster, give --model: a model directory at the same path on every "
+                                "node, or the hub id of an exported model")
+        from ..cache import ensure_model
+
+        return str(ensure_model(small=True, progress=True))
+    if not local:
+        path = Path(args.model).expanduser()
+        return str(path.resolve()) if path.exists() else args.model
+    from ..config import ModelConfig
+    from ..hub import resolve_model_dir
+
+    model_dir = resolve_model_dir(args.model, offline).resolve()
+    ModelConfig.load(model_dir)  # a wrong directory fails now, with the loader's message
+    return str(model_dir)
+
+
+def _raise_stop(sig, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second signal ends the process at once
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    print(f"bark-onnx: signal {sig}: draining the requests in flight", file=sys.stderr, flush=True)
+    raise _Stop
+
+
+def _start_ray(ray, address: str | None, cpus: int, verbose: bool) -> None:
+    try:
+        if address is None:
+            ray.init(address="local", num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                     include_dashboard=False, log_to_driver=verbose, logging_level=logging.WARNING)
+        else:
+            ray.init(address=address, log_to_driver=verbose, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError) as err:
+        where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
+        raise BarkOnnxError(f"cannot {where} ({' '.join(str(err).split())[:300]}); check the address, and for a "
+                            "cluster with token authentication set RAY_AUTH_MODE=token and its token") from None
+
+
+def run_ray(args, settings) -> int:
+    address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
+    local = address is None
+    if local:  # read when ray is imported: every process of the local instance binds loopback only
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+        from ray import serve
+
+        from .ray_app import APP_NAME, ReplicaPlan, application, parse_autoscale
+    except ImportError as err:
+        raise BarkOnnxError(f"{RAY_HINT} ({err})") from None
+
+    autoscale = parse_autoscale(args.autoscale) if args.autoscale else None
+    replicas = args.replicas if args.replicas is not None else 1
+    providers = tuple(p.strip() for p in args.providers.split(",") if p.strip()) if args.providers else None
+    plan = ReplicaPlan(args.model or DEFAULT_MODEL, settings, providers=providers,
+                       threads=1 if args.threads is None else args.threads, gpus=args.gpus_per_replica,
+                       max_batch=args.max_batch, max_queue=args.max_queue, instance=args.instance,
+                       offline=is_offline())  # the replicas follow this command's offline switch
+    application(plan, replicas, autoscale, args.drain_timeout)  # every option checked before the model
+    plan = replace(plan, model=_model(args, local, plan.offline))
+    app = application(plan, replicas, autoscale, args.drain_timeout)
+    port = _free_port(args.host, args.port)
+    most = autoscale[1] if autoscale else replicas
+    verbose = logging.getLogger().isEnabledFor(logging.INFO)
+    if local and most * plan.threads > (os.cpu_count() or 1):
+        logger.warning("%d replicas of %d threads oversubscribe this machine's %d cores", most, plan.threads,
+                       os.cpu_count() or 1)
+
+    originals = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _start_ray(ray, address, most * plan.threads, verbose)
+        for sig in originals:  # ray.init installs its own fatal-signal handlers: ours again
+            signal.signal(sig, _raise_stop)
+        if not verbose:
+            logging.getLogger("ray.serve").setLevel(logging.WARNING)
+        _check_gpus(ray, plan.replica_gpus * most, local)
+        serve.start(http_options={"host": args.host, "port": port}, proxy_location="HeadOnly" if local else None,
+                    logging_config={"log_level": "INFO" if verbose else "WARNING"})
+        where = "a local Ray instance" if local else f"the Ray cluster at {address}"
+        scale = f"{autoscale[0]} to {autoscale[1]} replicas" if autoscale else f"{replicas} replicas"
+        print(f"bark-onnx: Ray at {ray.get_runtime_context().gcs_address}; deploying {scale} on {where}",
+              file=sys.stderr, flush=True)
+        try:
+            serve.run(app, name=APP_NAME, route_prefix="/")
+        except RuntimeError as err:
+            raise BarkOnnxError(f"the deployment failed: {' '.join(str(err).split())[:600]} (the replicas' logs "
+                                "say why: run with -v)") from None
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"bark-onnx: serving {settings.model_name} on http://{host}:{port}", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(3600)  # until a signal raises _Stop
+    except _Stop:
+        pass
+    finally:
+        try:
+            if ray.is_initialized():
+                _tear_down(ray, serve, local, APP_NAME)
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+    print("bark-onnx: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _check_gpus(ray, needed: float, local: bool) -> None:
+    """On a local instance, replicas that reserve more GPUs than the machine has would wait forever."""
+    have = ray.cluster_resources().get("GPU", 0)
+    if local and needed > have:
+        raise BarkOnnxError(f"the replicas reserve {needed:g} GPUs and Ray sees {have:g} on this machine: lower "
+                            "--gpus-per-replica or --replicas, or join a cluster with --ray-address")
+
+
+def _tear_down(ray, serve, local: bool, app_name: str) -> None:
+    """Serve drains the replicas (up to the drain timeout each) as it removes them."""
+    try:
+        if local:
+            serve.shutdown()
+        else:
+            serve.delete(app_name)
+    finally:
+        ray.shutdown()
