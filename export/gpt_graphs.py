@@ -73,13 +73,32 @@ def layer_weights(state: dict, i: int) -> LayerWeights:
 
 
 class _Blocks:
-    """Emits transformer blocks; `fused` picks ORT contrib ops or standard ops."""
+    """Emits transformer blocks; `fused` picks ORT contrib ops or standard ops.
 
-    def __init__(self, g: GraphBuilder, cfg: GPTConfig, fused: bool, matmul=None):
-        self.g, self.cfg, self.fused = g, cfg, fused
-        self.matmul = matmul or self._matmul
+    The blocks work on rows: (B * S, D), one per position of every sequence, so
+    that each weight product is a plain 2-D MatMul (what the int8 quantizer
+    expects, see kernels/quantize.py); attention sees (B, S, ...) and gives rows
+    back. `lead` is the 1-D int64 tensor [B, S].
+    """
 
-    def _matmul(self, x: str, w: np.ndarray, name: str, weight_name: str) -> str:
+    def __init__(self, g: GraphBuilder, cfg: GPTConfig, fused: bool, lead: str):
+        self.g, self.cfg, self.fused, self.lead = g, cfg, fused, lead
+        self.rows = "rows"  # the symbolic row count of the activations (B * S; B after the last-position cut)
+        self._shapes: dict[tuple, str] = {}
+
+    def lead_shape(self, *tail: int) -> str:
+        """The shape [B, S, *tail] (made once per tail)."""
+        if tail not in self._shapes:
+            self._shapes[tail] = self.g.op("Concat", [self.lead, self.g.const(list(tail))],
+                                           f"/shape/lead_{len(self._shapes)}", axis=0)
+        return self._shapes[tail]
+
+    def to_rows(self, t: str, n: int, name: str) -> str:  # (B, S, n) -> (B * S, n)
+        return self.g.op("Reshape", [t, self.g.const([-1, n])], name)
+
+    def matmul(self, x: str, w: np.ndarray, name: str, weight_name: str) -> str:
+        """x (rows, K) @ w; x's 2-D shape is declared for the quantizer."""
+        self.g.declare(x, [self.rows, w.shape[0]])
         return self.g.op("MatMul", [x, self.g.weight(weight_name, w)], name)
 
     def linear(self, x: str, w: np.ndarray, b: np.ndarray | None, name: str, add_bias: bool = True) -> str:
@@ -163,20 +182,29 @@ class _Blocks:
     def stack(self, x: str, layers: list[LayerWeights], attention, final_norm, last_only: bool) -> str:
         """Every block, then the final LayerNorm; returns the normed hidden state.
 
-        `attention(qkv, i)` returns the attention output (before c_proj) of layer i.
-        With `last_only`, the last block keeps only the last position once its
-        keys and values are in the cache: its projection and MLP feed nothing
-        but the head, so they run on one position instead of S.
+        x: rows (B * S, D). `attention(qkv, i)` takes the packed (B, S, 3D) qkv of layer
+        i and returns its attention output (before c_proj), (B, S, D). With
+        `last_only`, the last block keeps only the last position once its keys and
+        values are in the cache: its projection and MLP feed nothing but the head,
+        so they run on one row per sequence.
         """
-        cut = lambda t, n: self.g.op("Slice", [t, self.g.const([-1]), self.g.const([INT64_MAX]),  # noqa: E731
-                                               self.g.const([1])], f"/last/{n}")  # (B, S, D) -> (B, 1, D)
+        g, D = self.g, self.cfg.n_embd
+
+        def cut(t: str, n: str) -> str:  # (B, S, D) -> (B, D): the last position of each sequence
+            t = g.op("Slice", [t, g.const([-1]), g.const([INT64_MAX]), g.const([1])], f"/last/{n}")
+            return self.to_rows(t, D, f"/last/{n}/rows")
+
         h = self.layer_norm(x, layers[0].ln1_w, layers[0].ln1_b, "/layers.0/ln_1")
         for i, lw in enumerate(layers):
             name = f"/layers.{i}"
             qkv = self.linear(h, lw.qkv_w, lw.qkv_b, f"{name}/attn/qkv")
-            y = attention(qkv, i)
+            y = attention(g.op("Reshape", [qkv, self.lead_shape(3 * D)], f"{name}/attn/sequences"), i)
             if last_only and i == len(layers) - 1:
+                x = g.op("Reshape", [x, self.lead_shape(D)], "/last/residual/sequences")
                 y, x = cut(y, "attn"), cut(x, "residual")
+                self.rows = "batch"
+            else:
+                y = self.to_rows(y, D, f"{name}/attn/rows")
             a = self.matmul(y, lw.proj_w, f"{name}/attn/proj", f"{name[1:]}/attn/proj.weight")
             h, x = self.residual_norm(a, lw.proj_b, f"{name[1:]}/attn/proj.bias", x, lw.ln2_w, lw.ln2_b, f"{name}/ln_2")
             m = self.mlp(h, lw, f"{name}/mlp")
@@ -196,17 +224,17 @@ def _shape_dim(g: GraphBuilder, t: str, axis: int, name: str) -> str:
 
 
 def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[int, int], kv: str = "inplace",
-                 dtype=np.float32, matmul=None, max_len: int | None = None) -> tuple[onnx.ModelProto, GraphInfo]:
+                 dtype=np.float32, max_len: int | None = None) -> tuple[onnx.ModelProto, GraphInfo]:
     """The semantic or coarse decoder graph; see the module docstring."""
     if kv not in ("inplace", "concat"):
         raise ValueError(f"kv must be 'inplace' or 'concat', got {kv!r}")
     g = GraphBuilder(f"bark_{stage}", dtype)
-    blocks = _Blocks(g, cfg, fused=(kv == "inplace"), matmul=matmul)
     merge = stage == "semantic"
-    H, hs = cfg.n_head, cfg.head_dim
+    H, hs, D = cfg.n_head, cfg.head_dim, cfg.n_embd
     start, stop = logits_range
 
     ids = g.input("input_ids", TensorProto.INT64, ["batch", "seq"])
+    blocks = _Blocks(g, cfg, fused=(kv == "inplace"), lead=g.op("Shape", [ids], "/shape/lead"))
     wte = _np(state, "transformer.wte.weight")
     if merge:
         # merge_ids[b, i] adds the embedding of a second token at position i
@@ -258,10 +286,9 @@ def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[in
 
     layers = [layer_weights(state, i) for i in range(cfg.n_layer)]
     final = (_np(state, "transformer.ln_f.weight"), _np(state, "transformer.ln_f.bias", required=False))
-    h = blocks.stack(x, layers, attention, final, last_only=True)
+    h = blocks.stack(blocks.to_rows(x, D, "/embed/rows"), layers, attention, final, last_only=True)  # (B, D)
     head = _np(state, "lm_head.weight")[start:stop].T  # (D, n): only the columns the loop reads
-    logits = blocks.matmul(h, head, "/lm_head", "lm_head.weight")
-    logits = g.op("Squeeze", [logits, g.const([1])], "/lm_head/last")  # (B, n)
+    logits = blocks.matmul(h, head, "/lm_head", "lm_head.weight")  # (B, n)
     if g.dtype != np.float32:
         logits = g.op("Cast", [logits], "/lm_head/float", to=TensorProto.FLOAT)
     g.op("Identity", [logits], "/output", outputs=["logits"])
@@ -281,30 +308,34 @@ def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[in
     return model, info
 
 
-def build_fine(cfg: GPTConfig, state: dict, n_logits: int, fused: bool = True, dtype=np.float32,
-               matmul=None) -> tuple[onnx.ModelProto, GraphInfo]:
+def build_fine(cfg: GPTConfig, state: dict, n_logits: int, fused: bool = True,
+               dtype=np.float32) -> tuple[onnx.ModelProto, GraphInfo]:
     """The fine graph: codes (B, T, 8), pred_idx -> logits (B, T, n_logits) of codebook pred_idx.
 
-        codes ─+offsets─Gather(wtes)─> (B, T, 8, D) ─×[i <= pred_idx]─ReduceSum─> (B, T, D) + wpe
+        Σ over codebooks c <= pred_idx of Gather(wtes, codes[..., c] + c * V) ─> (B, T, D) + wpe
         ─blocks─ln_f─> MatMul(table[pred_idx][:n_logits]^T) ─> logits
     """
     g = GraphBuilder("bark_fine", dtype)
-    blocks = _Blocks(g, cfg, fused=fused, matmul=matmul)
-    n_codes, V = cfg.n_codes_total, cfg.input_vocab_size
+    n_codes, V, D = cfg.n_codes_total, cfg.input_vocab_size, cfg.n_embd
     codes = g.input("codes", TensorProto.INT64, ["batch", "seq", n_codes])
+    blocks = _Blocks(g, cfg, fused=fused, lead=g.op("Shape", [codes], "/shape/lead", end=2))
     pred_idx = g.input("pred_idx", TensorProto.INT64, [])
 
     tables = np.concatenate([_np(state, f"transformer.wtes.{i}.weight") for i in range(n_codes)])  # (8V, D)
     heads = [_np(state, f"lm_heads.{j}.weight") for j in range(n_codes - cfg.n_codes_given)]
     tied = all(np.array_equal(heads[j], tables[(j + cfg.n_codes_given) * V:(j + cfg.n_codes_given + 1) * V])
                for j in range(len(heads)))
-    table = g.weight("wtes.weight", tables)
-    ids = g.op("Add", [codes, g.const(np.arange(n_codes) * V)], "/embed/offsets")
-    emb = g.op("Gather", [table, ids], "/embed/tokens")  # (B, T, 8, D)
-    used = g.op("LessOrEqual", [g.const(np.arange(n_codes)), pred_idx], "/embed/used")  # (8,)
-    used = g.op("Cast", [g.op("Unsqueeze", [used, g.const([1])], "/embed/used_col")], "/embed/used_f",
-                to=g.float_type)  # (8, 1)
-    x = g.op("ReduceSum", [g.op("Mul", [emb, used], "/embed/mask"), g.const([2])], "/embed/sum", keepdims=0)
+    # One codebook at a time, so that no (B, T, 8, D) tensor exists: codebook c reads row
+    # c * V + code, or the zero row after the tables when c > pred_idx.
+    table = g.weight("wtes.weight", np.concatenate([tables, np.zeros((1, D), np.float32)]))
+    x = None
+    for c in range(n_codes):
+        code = g.op("Gather", [codes, g.const(c)], f"/embed/{c}/codes", axis=2)  # (B, T)
+        used = g.op("LessOrEqual", [g.const(c), pred_idx], f"/embed/{c}/used")
+        row = g.op("Where", [used, g.op("Add", [code, g.const(c * V)], f"/embed/{c}/offset"), g.const(n_codes * V)],
+                   f"/embed/{c}/row")
+        e = g.op("Gather", [table, row], f"/embed/{c}/tokens")  # (B, T, D)
+        x = e if x is None else g.op("Add", [x, e], f"/embed/{c}/sum")
     seq = _shape_dim(g, codes, 1, "/shape/seq")
     positions = g.op("Range", [g.const(0), seq, g.const(1)], "/embed/positions")
     wpe = g.weight("wpe.weight", _np(state, "transformer.wpe.weight"))
@@ -315,7 +346,7 @@ def build_fine(cfg: GPTConfig, state: dict, n_logits: int, fused: bool = True, d
 
     layers = [layer_weights(state, i) for i in range(cfg.n_layer)]
     final = (_np(state, "transformer.ln_f.weight"), _np(state, "transformer.ln_f.bias", required=False))
-    h = blocks.stack(x, layers, attention, final, last_only=False)
+    h = blocks.stack(blocks.to_rows(x, D, "/embed/rows"), layers, attention, final, last_only=False)  # (B * T, D)
 
     # The head of codebook pred_idx: rows [pred_idx * V, pred_idx * V + n_logits) of the
     # tied tables (stored once), or of separate heads when a checkpoint unties them.
@@ -328,6 +359,7 @@ def build_fine(cfg: GPTConfig, state: dict, n_logits: int, fused: bool = True, d
     rows = g.op("Slice", [src, row0, g.op("Add", [row0, g.const([n_logits])], "/head/end"), g.const([0])],
                 "/head/rows")  # (n_logits, D)
     logits = g.op("MatMul", [h, g.op("Transpose", [rows], "/head/t", perm=[1, 0])], "/head/logits")
+    logits = g.op("Reshape", [logits, blocks.lead_shape(n_logits)], "/head/sequences")  # (B, T, n_logits)
     if g.dtype != np.float32:
         logits = g.op("Cast", [logits], "/head/float", to=TensorProto.FLOAT)
     g.op("Identity", [logits], "/output", outputs=["logits"])

@@ -89,6 +89,19 @@ def _provider_options(name: str, cache_dir: Path | None, fp16: bool) -> dict:
     return {}
 
 
+def _memory_options(opts: ort.SessionOptions) -> None:
+    """Host memory settings (measured on bark-small int8, see benchmarks/README.md, "Memory").
+
+    No CPU arena: an arena keeps the largest block each session ever asked for
+    (the fine model's 1024-frame window, the codec's whole segment) and every
+    session keeps its own, so the peaks of all four stages add up and stay; without
+    it, a call's buffers go back to the allocator when it ends. Weights are not
+    held twice either way: pre-packing (kept, for speed) replaces the mapped
+    int8 weights with their packed form.
+    """
+    opts.enable_cpu_mem_arena = False
+
+
 def create_session(path: Path, placement: Placement, fp16: bool = False,
                    trt_cache: Path | None = None) -> ort.InferenceSession:
     """One inference session for a graph of the model directory."""
@@ -100,6 +113,7 @@ def create_session(path: Path, placement: Placement, fp16: bool = False,
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
+    _memory_options(opts)
     providers = [(p, _provider_options(p, trt_cache, fp16)) for p in placement.providers]
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)

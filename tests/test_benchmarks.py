@@ -93,3 +93,23 @@ def test_bench_exports_again_when_the_exporter_changed(baseline, monkeypatch):
     P.prepare("tiny", ["fp32"], cache, progress=False)
     assert marker.read_text().strip() == "other-code"
     assert (model_dir / "config.json").stat().st_mtime_ns != made
+
+
+def test_footprint_reports_disk_per_graph_and_the_runs_own_peak(baseline, tmp_path):
+    """bench-footprint: MB on disk per graph (the files' own sizes) and the VmHWM of one generation."""
+    root, _ = baseline
+    out = tmp_path / "footprint.json"
+    proc = bench("bench-footprint", "--size", "tiny", "--precisions", "int8", "--cache", str(root / "cache"),
+                 "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())
+    model_dir = root / "cache" / "tiny" / "onnx-int8"
+    for graph in ("semantic", "coarse", "fine", "codec"):
+        files = [model_dir / f"{graph}.onnx", model_dir / f"{graph}.onnx.data"]
+        assert row["disk_mb"][graph] == pytest.approx(sum(f.stat().st_size for f in files) / 1e6)
+    graphs = ("semantic", "coarse", "fine", "codec")
+    assert row["disk_mb"]["total"] == pytest.approx(sum(row["disk_mb"][g] for g in graphs))
+    peaks = row["peak_rss_mb"]
+    assert 0 < peaks["load"] <= peaks["semantic"] <= peaks["coarse"] <= peaks["fine"] <= peaks["codec"] < 4000
+    assert row["audio_s"] == pytest.approx(13.0, abs=0.05)
+    assert "bark-tiny int8: disk" in proc.stdout and "peak RSS" in proc.stdout
