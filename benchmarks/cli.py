@@ -45,6 +45,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--precisions", default="int8", help="comma-separated: fp32, fp16, int8, int4 (default int8)")
     p.add_argument("--threads", type=int, help="threads (default: all cores)")
     p.add_argument("--cache", help="where the random checkpoints and exports are kept (shared with bench)")
+    p.add_argument("--generations", type=int, default=1, help="segments generated one after the other")
     p.add_argument("--out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_footprint)
 
@@ -146,8 +147,11 @@ def cmd_int8(args) -> int:
 def cmd_footprint(args) -> int:
     from .footprint import run
 
+    if args.generations < 1:
+        print("bark-onnx: --generations must be at least 1", file=sys.stderr)
+        return 2
     rows = run(args.size, [p.strip() for p in args.precisions.split(",")], Path(args.cache) if args.cache else None,
-               args.threads)
+               args.threads, args.generations)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
     return 0

