@@ -16,7 +16,7 @@ last position only, and only for the vocabulary columns the loop samples from.
 The fine graph is non-causal, has no cache, and takes the codebook to predict
 as an input, so one graph serves every codebook; its attention is ONNX
 Runtime's `MultiHeadAttention` where the causal graphs use fused ops (one
-(B, nh, T, T) buffer instead of three), standard ops otherwise.
+(B, nh, T, T) buffer instead of two), standard ops otherwise.
 
 Between attentions the activations are rows, (B * S, D), and every weight
 MatMul's input is declared 2-D in the graph, the form the int8 quantizer
@@ -318,7 +318,7 @@ def build_fine(cfg: GPTConfig, state: dict, n_logits: int, fused: bool = True,
                dtype=np.float32) -> tuple[onnx.ModelProto, GraphInfo]:
     """The fine graph: codes (B, T, 8), pred_idx -> logits (B, T, n_logits) of codebook pred_idx.
 
-        Σ over codebooks c <= pred_idx of Gather(wtes, codes[..., c] + c * V) ─> (B, T, D) + wpe
+        codes ─+offsets─Gather(wtes)─> (B, T, 8, D) ─×[i <= pred_idx]─ReduceSum─> (B, T, D) + wpe
         ─blocks─ln_f─> MatMul(table[pred_idx][:n_logits]^T) ─> logits
     """
     g = GraphBuilder("bark_fine", dtype)
@@ -331,17 +331,13 @@ def build_fine(cfg: GPTConfig, state: dict, n_logits: int, fused: bool = True,
     heads = [_np(state, f"lm_heads.{j}.weight") for j in range(n_codes - cfg.n_codes_given)]
     tied = all(np.array_equal(heads[j], tables[(j + cfg.n_codes_given) * V:(j + cfg.n_codes_given + 1) * V])
                for j in range(len(heads)))
-    # One codebook at a time, so that no (B, T, 8, D) tensor exists: codebook c reads row
-    # c * V + code, or the zero row after the tables when c > pred_idx.
-    table = g.weight("wtes.weight", np.concatenate([tables, np.zeros((1, D), np.float32)]))
-    x = None
-    for c in range(n_codes):
-        code = g.op("Gather", [codes, g.const(c)], f"/embed/{c}/codes", axis=2)  # (B, T)
-        used = g.op("LessOrEqual", [g.const(c), pred_idx], f"/embed/{c}/used")
-        row = g.op("Where", [used, g.op("Add", [code, g.const(c * V)], f"/embed/{c}/offset"), g.const(n_codes * V)],
-                   f"/embed/{c}/row")
-        e = g.op("Gather", [table, row], f"/embed/{c}/tokens")  # (B, T, D)
-        x = e if x is None else g.op("Add", [x, e], f"/embed/{c}/sum")
+    table = g.weight("wtes.weight", tables)
+    ids = g.op("Add", [codes, g.const(np.arange(n_codes) * V)], "/embed/offsets")
+    emb = g.op("Gather", [table, ids], "/embed/tokens")  # (B, T, 8, D)
+    used = g.op("LessOrEqual", [g.const(np.arange(n_codes)), pred_idx], "/embed/used")  # (8,)
+    used = g.op("Cast", [g.op("Unsqueeze", [used, g.const([1])], "/embed/used_col")], "/embed/used_f",
+                to=g.float_type)  # (8, 1)
+    x = g.op("ReduceSum", [g.op("Mul", [emb, used], "/embed/mask"), g.const([2])], "/embed/sum", keepdims=0)
     seq = _shape_dim(g, codes, 1, "/shape/seq")
     positions = g.op("Range", [g.const(0), seq, g.const(1)], "/embed/positions")
     wpe = g.weight("wpe.weight", _np(state, "transformer.wpe.weight"))
