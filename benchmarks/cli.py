@@ -48,6 +48,22 @@ def add_parsers(sub) -> None:
     p.add_argument("--cache", help="where the random checkpoints and exports are kept")
     p.set_defaults(func=cmd_concurrency)
 
+    p = sub.add_parser("bench-int8", help="time the coarse graph's two int8 forms (activations per tensor or per row)")
+    p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
+    p.add_argument("--threads", type=int, help="threads (default: all cores)")
+    p.add_argument("--rounds", type=int, default=5, help="alternating timed rounds, after a warm-up")
+    p.add_argument("--out", help="also write the figures as JSON here")
+    p.set_defaults(func=cmd_int8)
+
+    p = sub.add_parser("bench-footprint", help="MB on disk per graph and peak memory of one 13 s generation")
+    p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
+    p.add_argument("--precisions", default="int8", help="comma-separated: fp32, fp16, int8, int4 (default int8)")
+    p.add_argument("--threads", type=int, help="threads (default: all cores)")
+    p.add_argument("--cache", help="where the random checkpoints and exports are kept (shared with bench)")
+    p.add_argument("--generations", type=int, default=1, help="segments generated one after the other")
+    p.add_argument("--out", help="also write the figures as JSON here")
+    p.set_defaults(func=cmd_footprint)
+
     p = sub.add_parser("bench-compare", help="exit 1 when a stage is slower than in a baseline results.json")
     p.add_argument("baseline", help="results.json (or pytest-benchmark JSON) of the baseline run")
     p.add_argument("current", help="results.json (or pytest-benchmark JSON) of the run to check")
@@ -237,6 +253,27 @@ def cmd_serve(args) -> int:
     if args.text is None:
         args.text = TEXT
     return run(args)
+
+def cmd_int8(args) -> int:
+    from .int8_forms import run
+
+    result = run(args.size, args.threads, args.rounds)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_footprint(args) -> int:
+    from .footprint import run
+
+    if args.generations < 1:
+        print("bark-onnx: --generations must be at least 1", file=sys.stderr)
+        return 2
+    rows = run(args.size, [p.strip() for p in args.precisions.split(",")], Path(args.cache) if args.cache else None,
+               args.threads, args.generations)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+    return 0
 
 
 def cmd_compare(args) -> int:

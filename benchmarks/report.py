@@ -13,6 +13,15 @@ REFERENCES = ("transformers", "reference")
 STAGE_ORDER = ("semantic", "coarse", "fine", "codec", "segment")
 
 
+def cpu_flags() -> str:
+    """The CPU features that decide the int8 kernels (AVX2, AVX-512, VNNI dot products)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    return " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "amx_int8") if f in flags) or "none of avx2/avx512"
+
+
 def summarize(pytest_json: dict, extra: dict | None = None) -> dict:
     """{'backends': {backend: {stage: stats}}, 'ratios': ..., 'rtf': ...} from a pytest-benchmark run."""
     backends: dict[str, dict] = {}

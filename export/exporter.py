@@ -24,7 +24,7 @@ from bark_onnx import constants as C
 from bark_onnx.config import PRECISIONS, VOICES_DIR, ModelConfig
 from bark_onnx.errors import BarkOnnxError
 
-from bark_onnx.kernels.quantize import QUANTIZED, quantize_graph
+from bark_onnx.kernels.quantize import QUANTIZED, fp16_storage, quantize_graph
 
 from .checkpoints import load_checkpoint
 from .codec_graph import build_codec
@@ -176,10 +176,14 @@ def export_model(
                                            fused=(kv_cache == "inplace"), dtype=dtype)
         sizes["fine"] = write(model, graphs["fine"].file)
         step.done(f"{sizes['fine'] / 1e6:.1f} MB")
-        step("exporting the EnCodec decoder")  # fp32 for int8/int4 too: small, and audio-critical
+        # The codec computes in fp32 for int8/int4 too (audio-critical); there its weights
+        # are stored in fp16 (half the bytes on disk, rounding far below the audio's noise floor).
+        step("exporting the EnCodec decoder")
         model, graphs["codec"] = build_codec(models["codec"], fold_trims=precision != "fp16")
         if precision == "fp16":
             model = _fp16_codec(model)
+        elif precision in QUANTIZED:
+            fp16_storage(model.graph)
         sizes["codec"] = save_graph(model, tmp / graphs["codec"].file)
         step.done(f"{sizes['codec'] / 1e6:.1f} MB")
 

@@ -14,7 +14,13 @@ Two KV-cache layouts for the causal (semantic, coarse) graphs:
 One graph serves the prefill and the one-token steps. Logits come out for the
 last position only, and only for the vocabulary columns the loop samples from.
 The fine graph is non-causal, has no cache, and takes the codebook to predict
-as an input, so one graph serves every codebook.
+as an input, so one graph serves every codebook; its attention is ONNX
+Runtime's `MultiHeadAttention` where the causal graphs use fused ops (one
+(B, nh, T, T) buffer instead of two), standard ops otherwise.
+
+Between attentions the activations are rows, (B * S, D), and every weight
+MatMul's input is declared 2-D in the graph, the form the int8 quantizer
+(kernels/quantize.py) rewrites.
 """
 
 from __future__ import annotations
@@ -72,13 +78,35 @@ def layer_weights(state: dict, i: int) -> LayerWeights:
 
 
 class _Blocks:
-    """Emits transformer blocks; `fused` picks ORT contrib ops or standard ops."""
+    """Emits transformer blocks; `fused` picks ORT contrib ops or standard ops.
 
-    def __init__(self, g: GraphBuilder, cfg: GPTConfig, fused: bool, matmul=None):
-        self.g, self.cfg, self.fused = g, cfg, fused
-        self.matmul = matmul or self._matmul
+    The blocks work on rows: (B * S, D), one per position of every sequence, so
+    that each weight product is a plain 2-D MatMul (what the int8 quantizer
+    expects, see kernels/quantize.py); attention sees (B, S, ...) and gives rows
+    back. `lead` is the 1-D int64 tensor [B, S], or None where S is 1 (a step-only
+    graph, whose shapes stay constants so that no shape is computed on the host).
+    """
 
-    def _matmul(self, x: str, w: np.ndarray, name: str, weight_name: str) -> str:
+    def __init__(self, g: GraphBuilder, cfg: GPTConfig, fused: bool, lead: str | None):
+        self.g, self.cfg, self.fused, self.lead = g, cfg, fused, lead
+        self.rows = "rows"  # the symbolic row count of the activations (B * S; B after the last-position cut)
+        self._shapes: dict[tuple, str] = {}
+
+    def lead_shape(self, *tail: int) -> str:
+        """The shape [B, S, *tail] (made once per tail)."""
+        if self.lead is None:
+            return self.g.const([-1, 1, *tail])
+        if tail not in self._shapes:
+            self._shapes[tail] = self.g.op("Concat", [self.lead, self.g.const(list(tail))],
+                                           f"/shape/lead_{len(self._shapes)}", axis=0)
+        return self._shapes[tail]
+
+    def to_rows(self, t: str, n: int, name: str) -> str:  # (B, S, n) -> (B * S, n)
+        return self.g.op("Reshape", [t, self.g.const([-1, n])], name)
+
+    def matmul(self, x: str, w: np.ndarray, name: str, weight_name: str) -> str:
+        """x (rows, K) @ w; x's 2-D shape is declared for the quantizer."""
+        self.g.declare(x, [self.rows, w.shape[0]])
         return self.g.op("MatMul", [x, self.g.weight(weight_name, w)], name)
 
     def linear(self, x: str, w: np.ndarray, b: np.ndarray | None, name: str, add_bias: bool = True) -> str:
@@ -162,20 +190,29 @@ class _Blocks:
     def stack(self, x: str, layers: list[LayerWeights], attention, final_norm, last_only: bool) -> str:
         """Every block, then the final LayerNorm; returns the normed hidden state.
 
-        `attention(qkv, i)` returns the attention output (before c_proj) of layer i.
-        With `last_only`, the last block keeps only the last position once its
-        keys and values are in the cache: its projection and MLP feed nothing
-        but the head, so they run on one position instead of S.
+        x: rows (B * S, D). `attention(qkv, i)` takes the packed (B, S, 3D) qkv of layer
+        i and returns its attention output (before c_proj), (B, S, D). With
+        `last_only`, the last block keeps only the last position once its keys and
+        values are in the cache: its projection and MLP feed nothing but the head,
+        so they run on one row per sequence.
         """
-        cut = lambda t, n: self.g.op("Slice", [t, self.g.const([-1]), self.g.const([INT64_MAX]),  # noqa: E731
-                                               self.g.const([1])], f"/last/{n}")  # (B, S, D) -> (B, 1, D)
+        g, D = self.g, self.cfg.n_embd
+
+        def cut(t: str, n: str) -> str:  # (B, S, D) -> (B, D): the last position of each sequence
+            t = g.op("Slice", [t, g.const([-1]), g.const([INT64_MAX]), g.const([1])], f"/last/{n}")
+            return self.to_rows(t, D, f"/last/{n}/rows")
+
         h = self.layer_norm(x, layers[0].ln1_w, layers[0].ln1_b, "/layers.0/ln_1")
         for i, lw in enumerate(layers):
             name = f"/layers.{i}"
             qkv = self.linear(h, lw.qkv_w, lw.qkv_b, f"{name}/attn/qkv")
-            y = attention(qkv, i)
+            y = attention(g.op("Reshape", [qkv, self.lead_shape(3 * D)], f"{name}/attn/sequences"), i)
             if last_only and i == len(layers) - 1:
+                x = g.op("Reshape", [x, self.lead_shape(D)], "/last/residual/sequences")
                 y, x = cut(y, "attn"), cut(x, "residual")
+                self.rows = "batch"
+            else:
+                y = self.to_rows(y, D, f"{name}/attn/rows")
             a = self.matmul(y, lw.proj_w, f"{name}/attn/proj", f"{name[1:]}/attn/proj.weight")
             h, x = self.residual_norm(a, lw.proj_b, f"{name[1:]}/attn/proj.bias", x, lw.ln2_w, lw.ln2_b, f"{name}/ln_2")
             m = self.mlp(h, lw, f"{name}/mlp")
@@ -195,7 +232,7 @@ def _shape_dim(g: GraphBuilder, t: str, axis: int, name: str) -> str:
 
 
 def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[int, int], kv: str = "inplace",
-                 dtype=np.float32, matmul=None, step_only: bool = False) -> tuple[onnx.ModelProto, GraphInfo]:
+                 dtype=np.float32, step_only: bool = False) -> tuple[onnx.ModelProto, GraphInfo]:
     """The semantic or coarse decoder graph; see the module docstring.
 
     step_only: the one-token step alone (in-place caches): fixed shapes and no shape
@@ -207,12 +244,14 @@ def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[in
     if step_only and kv != "inplace":
         raise ValueError("a step-only graph needs the in-place KV cache")
     g = GraphBuilder(f"bark_{stage}{'_step' if step_only else ''}", dtype)
-    blocks = _Blocks(g, cfg, fused=(kv == "inplace"), matmul=matmul)
     merge = stage == "semantic" and not step_only  # steps never merge a second token
-    H, hs = cfg.n_head, cfg.head_dim
+    H, hs, D = cfg.n_head, cfg.head_dim, cfg.n_embd
     start, stop = logits_range
 
     ids = g.input("input_ids", TensorProto.INT64, ["batch", 1 if step_only else "seq"])
+    # a step's sequences are one position long: its shapes are constants (see _Blocks)
+    lead = None if step_only else g.op("Shape", [ids], "/shape/lead")
+    blocks = _Blocks(g, cfg, fused=(kv == "inplace"), lead=lead)
     wte = _np(state, "transformer.wte.weight")
     if stage == "semantic":
         # merge_ids[b, i] adds the embedding of a second token at position i
@@ -280,10 +319,10 @@ def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[in
 
     layers = [layer_weights(state, i) for i in range(cfg.n_layer)]
     final = (_np(state, "transformer.ln_f.weight"), _np(state, "transformer.ln_f.bias", required=False))
-    h = blocks.stack(x, layers, attention, final, last_only=not step_only)
+    h = blocks.stack(blocks.to_rows(x, D, "/embed/rows"), layers, attention, final,
+                     last_only=not step_only)  # (B, D): a step's one position or a prefill's last
     head = _np(state, "lm_head.weight")[start:stop].T  # (D, n): only the columns the loop reads
-    logits = blocks.matmul(h, head, "/lm_head", "lm_head.weight")
-    logits = g.op("Squeeze", [logits, g.const([1])], "/lm_head/last")  # (B, n)
+    logits = blocks.matmul(h, head, "/lm_head", "lm_head.weight")  # (B, n)
     if g.dtype != np.float32:
         logits = g.op("Cast", [logits], "/lm_head/float", to=TensorProto.FLOAT)
     g.op("Identity", [logits], "/output", outputs=["logits"])
@@ -303,17 +342,17 @@ def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[in
     return model, info
 
 
-def build_fine(cfg: GPTConfig, state: dict, n_logits: int, fused: bool = True, dtype=np.float32,
-               matmul=None) -> tuple[onnx.ModelProto, GraphInfo]:
+def build_fine(cfg: GPTConfig, state: dict, n_logits: int, fused: bool = True,
+               dtype=np.float32) -> tuple[onnx.ModelProto, GraphInfo]:
     """The fine graph: codes (B, T, 8), pred_idx -> logits (B, T, n_logits) of codebook pred_idx.
 
         codes ─+offsets─Gather(wtes)─> (B, T, 8, D) ─×[i <= pred_idx]─ReduceSum─> (B, T, D) + wpe
         ─blocks─ln_f─> MatMul(table[pred_idx][:n_logits]^T) ─> logits
     """
     g = GraphBuilder("bark_fine", dtype)
-    blocks = _Blocks(g, cfg, fused=fused, matmul=matmul)
-    n_codes, V = cfg.n_codes_total, cfg.input_vocab_size
+    n_codes, V, D = cfg.n_codes_total, cfg.input_vocab_size, cfg.n_embd
     codes = g.input("codes", TensorProto.INT64, ["batch", "seq", n_codes])
+    blocks = _Blocks(g, cfg, fused=fused, lead=g.op("Shape", [codes], "/shape/lead", end=2))
     pred_idx = g.input("pred_idx", TensorProto.INT64, [])
 
     tables = np.concatenate([_np(state, f"transformer.wtes.{i}.weight") for i in range(n_codes)])  # (8V, D)
@@ -333,11 +372,15 @@ def build_fine(cfg: GPTConfig, state: dict, n_logits: int, fused: bool = True, d
     x = g.op("Add", [x, g.op("Gather", [wpe, positions], "/embed/pos")], "/embed/with_pos")
 
     def attention(qkv: str, i: int) -> str:
-        return blocks.plain_attention(qkv, f"/layers.{i}/attn", None, None)[0]
+        if not fused:
+            return blocks.plain_attention(qkv, f"/layers.{i}/attn", None, None)[0]
+        # ONNX Runtime's MultiHeadAttention: one (B, nh, T, T) buffer, softmax in place
+        q, k, v = g.op("Split", [qkv, g.const([D, D, D])], f"/layers.{i}/attn/split", outputs=3, axis=2)
+        return g.op("MultiHeadAttention", [q, k, v], f"/layers.{i}/attn", domain=MS_DOMAIN, num_heads=cfg.n_head)
 
     layers = [layer_weights(state, i) for i in range(cfg.n_layer)]
     final = (_np(state, "transformer.ln_f.weight"), _np(state, "transformer.ln_f.bias", required=False))
-    h = blocks.stack(x, layers, attention, final, last_only=False)
+    h = blocks.stack(blocks.to_rows(x, D, "/embed/rows"), layers, attention, final, last_only=False)  # (B * T, D)
 
     # The head of codebook pred_idx: rows [pred_idx * V, pred_idx * V + n_logits) of the
     # tied tables (stored once), or of separate heads when a checkpoint unties them.
@@ -350,6 +393,7 @@ def build_fine(cfg: GPTConfig, state: dict, n_logits: int, fused: bool = True, d
     rows = g.op("Slice", [src, row0, g.op("Add", [row0, g.const([n_logits])], "/head/end"), g.const([0])],
                 "/head/rows")  # (n_logits, D)
     logits = g.op("MatMul", [h, g.op("Transpose", [rows], "/head/t", perm=[1, 0])], "/head/logits")
+    logits = g.op("Reshape", [logits, blocks.lead_shape(n_logits)], "/head/sequences")  # (B, T, n_logits)
     if g.dtype != np.float32:
         logits = g.op("Cast", [logits], "/head/float", to=TensorProto.FLOAT)
     g.op("Identity", [logits], "/output", outputs=["logits"])

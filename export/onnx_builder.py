@@ -23,6 +23,7 @@ class GraphBuilder:
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
+        self.value_info: dict[str, onnx.ValueInfoProto] = {}
         self._consts: dict[tuple, str] = {}
         self._names: set[str] = set()
 
@@ -37,6 +38,10 @@ class GraphBuilder:
     def output(self, name: str, elem_type: int, shape: list) -> str:
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
         return name
+
+    def declare(self, name: str, shape: list) -> None:
+        """Record the shape of an intermediate tensor (of the graph's float type) in the graph."""
+        self.value_info.setdefault(name, helper.make_tensor_value_info(name, self.float_type, shape))
 
     def weight(self, name: str, array: np.ndarray, keep_dtype: bool = False) -> str:
         """A weight initializer; floating point weights take the graph's precision."""
@@ -71,7 +76,8 @@ class GraphBuilder:
         return outs[0] if len(outs) == 1 else outs
 
     def model(self, opset: int, doc: str = "") -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
+        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers,
+                                  value_info=list(self.value_info.values()))
         imports = [helper.make_opsetid("", opset)]
         if any(n.domain == MS_DOMAIN for n in self.nodes):
             imports.append(helper.make_opsetid(MS_DOMAIN, 1))

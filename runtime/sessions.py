@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,34 @@ def make_placement(providers=None, threads: int | None = None) -> Placement:
     return Placement(requested, int(threads or default_threads()), expected_providers(requested))
 
 
+_shared_arena = threading.Lock()  # held while the process's one CPU arena is registered
+_arena_registered = False
+
+
+def _memory_options(opts: ort.SessionOptions) -> None:
+    """Host memory: one CPU arena for all sessions of the process, no memory patterns
+    (measured on bark-small int8, see benchmarks/README.md, "Memory").
+
+    An arena keeps the largest block it ever handed out. With one arena per session
+    (ONNX Runtime's default), the four stages' largest calls (a coarse window prefill,
+    the fine model's 1024-frame window, the codec's whole segment) stay allocated side
+    by side; with one shared arena, only the largest of them does. Memory patterns (a
+    block planned per input shape, and the coarse prefills come in many lengths)
+    fragment it so that it grows over the first requests; without them it stops
+    growing after the first. No arena at all costs time (every large buffer is mapped
+    and faulted in again) and saves no more. Weights are not held twice: pre-packed
+    int8 weights replace the loaded ones.
+    """
+    global _arena_registered
+    with _shared_arena:
+        if not _arena_registered:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(info, None)
+            _arena_registered = True
+    opts.add_session_config_entry("session.use_env_allocators", "1")
+    opts.enable_mem_pattern = False
+
+
 def create_session(path: Path, placement: Placement, fp16: bool = False,
                    trt_cache: Path | None = None, cuda_graph: bool = False) -> ort.InferenceSession:
     """One inference session for a graph of the model directory."""
@@ -56,6 +85,7 @@ def create_session(path: Path, placement: Placement, fp16: bool = False,
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
+    _memory_options(opts)
     providers = session_providers(path, placement, fp16, trt_cache, cuda_graph)
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
