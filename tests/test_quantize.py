@@ -92,14 +92,17 @@ def test_int8_size_is_the_arithmetic(name, quantized_dirs):
 def _rows_alone_and_together(tts, seed: int = 0) -> None:
     """Logits of a batch of 3 rows equal, bit for bit, those of each row run alone."""
     rng = np.random.default_rng(seed)
-    for decoder, vocab in ((tts.semantic_decoder, 10_000), (tts.coarse_decoder, 12_048)):
+    for decoder, vocab in ((tts.decoders["semantic"], 10_000), (tts.decoders["coarse"], 12_048)):
         prompt = rng.integers(0, vocab, (3, 20))
-        steps = [rng.integers(0, vocab, (3, 1)) for _ in range(4)]
-        decoder.start(3)
-        together = [decoder.forward(prompt)] + [decoder.forward(s) for s in steps]
+        steps = [rng.integers(0, vocab, 3) for _ in range(4)]
+        seqs = [decoder.open() for _ in range(3)]
+        together = [decoder.prefill(seqs, prompt)] + [decoder.step(seqs, s) for s in steps]
+        for seq in seqs:
+            decoder.close(seq)
         for row in range(3):
-            decoder.start(1)
-            alone = [decoder.forward(prompt[row:row + 1])] + [decoder.forward(s[row:row + 1]) for s in steps]
+            (seq,) = [decoder.open()]
+            alone = [decoder.prefill([seq], prompt[row:row + 1])] + [decoder.step([seq], s[row:row + 1]) for s in steps]
+            decoder.close(seq)
             for a, b in zip(alone, together):
                 np.testing.assert_array_equal(a[0], b[row])
     codes = rng.integers(0, 1024, (3, 50, 8))
@@ -172,3 +175,19 @@ def test_int8_matmul_is_the_integer_arithmetic():
     assert not y[2].any()
     np.testing.assert_allclose(y, x @ w, atol=0.02 * np.abs(x @ w).max())
     assert int8_matmuls(_one_matmul(w, declare=False).graph) == 0
+
+
+def test_int8_requests_among_others_equal_their_solo_results(quantized_dirs):
+    """The engine's batched steps on an int8 export: each request's tokens and audio as when run alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bark_onnx import Bark
+
+    from .test_engine import REQUESTS, _equal
+
+    tts = Bark.load(quantized_dirs[("suno-tiny", "int8")], max_batch=4)
+    solo = [tts.synthesize(text, voice, seed=seed, silent=True, **kw) for text, voice, seed, kw in REQUESTS]
+    with ThreadPoolExecutor(len(REQUESTS)) as pool:
+        together = list(pool.map(lambda r: tts.synthesize(r[0], r[1], seed=r[2], silent=True, **r[3]), REQUESTS))
+    assert all(_equal(a, b) for a, b in zip(solo, together))
+    tts.close()
