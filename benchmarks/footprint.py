@@ -25,15 +25,19 @@ MB = 1e6
 
 
 def disk_mb(model_dir: Path) -> dict[str, float]:
-    """MB on disk per graph (the .onnx file and its .data) and in all."""
+    """MB on disk per graph (the .onnx file and its .data) and in all; 'steps' is the step-only
+    graphs of a GPU-ready export (their weights are those of the full graphs' data files)."""
     from bark_onnx.config import ModelConfig
 
     config = ModelConfig.load(model_dir)
-    sizes = {}
-    for name in GRAPHS:
-        graph = Path(model_dir) / config.graphs[name].file
+
+    def size(info) -> float:
+        graph = Path(model_dir) / info.file
         data = graph.with_name(graph.name + ".data")
-        sizes[name] = (graph.stat().st_size + (data.stat().st_size if data.is_file() else 0)) / MB
+        return (graph.stat().st_size + (data.stat().st_size if data.is_file() else 0)) / MB
+
+    sizes = {name: size(config.graphs[name]) for name in GRAPHS}
+    sizes["steps"] = sum(size(info) for info in config.step_graphs.values())
     sizes["total"] = sum(sizes.values())
     return sizes
 

@@ -258,6 +258,7 @@ def test_footprint_reports_disk_per_graph_and_the_runs_own_peak(baseline, tmp_pa
         files = [model_dir / f"{graph}.onnx", model_dir / f"{graph}.onnx.data"]
         assert row["disk_mb"][graph] == pytest.approx(sum(f.stat().st_size for f in files) / 1e6)
     graphs = ("semantic", "coarse", "fine", "codec")
+    assert row["disk_mb"]["steps"] == 0  # step-only graphs come with unquantized in-place exports only
     assert row["disk_mb"]["total"] == pytest.approx(sum(row["disk_mb"][g] for g in graphs))
     peaks = row["peak_rss_mb"]
     assert 0 < peaks["load"] <= peaks["semantic"] <= peaks["coarse"] <= peaks["fine"] <= peaks["codec"] < 4000
