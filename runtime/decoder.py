@@ -18,11 +18,19 @@ graph call each.
 A prefill keeps the positions its prompt shares with the row's previous prompt
 (causal attention: a position's keys depend on the tokens up to it alone), so
 the coarse windows that repeat their semantic prefix recompute only the rest.
+
+Memory: a CPU buffer's pages become resident only when a row first writes
+them, so one request holds only what its own row filled; when a sequence
+closes, its row's pages go back to the system (see `release_pages`), so after
+a burst of requests the process shrinks back to what the next one needs.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import mmap
+import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -32,6 +40,35 @@ from .errors import BarkOnnxError, InputError
 from .sessions import Placement
 
 logger = logging.getLogger(__name__)
+
+_MADV_DONTNEED = 4  # Linux: the pages are dropped; the next touch maps fresh zero pages
+
+
+def _madvise():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_madvise_fn = _madvise()
+
+
+def release_pages(address: int, size: int) -> int:
+    """Give the whole pages inside [address, address + size) of host memory back to the
+    system; they read as zeros afterwards. Returns the bytes released (0 where not supported)."""
+    if _madvise_fn is None:
+        return 0
+    start = -(-address // mmap.PAGESIZE) * mmap.PAGESIZE
+    stop = (address + size) // mmap.PAGESIZE * mmap.PAGESIZE
+    if stop <= start or _madvise_fn(start, stop - start, _MADV_DONTNEED) != 0:
+        return 0
+    return stop - start
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -89,6 +126,9 @@ class CausalDecoder:
     def close(self, seq: Sequence) -> None:
         if self._open.get(seq.row) is seq:
             del self._open[seq.row]
+            if self.inplace and self.device == "cpu":  # the row's keys and values are not read again
+                for buffer in self._buffers:
+                    release_pages(buffer.data_ptr() + seq.row * self.row_bytes, self.row_bytes)
         seq.pasts = []
 
     @property

@@ -75,6 +75,29 @@ def test_a_stopped_stream_frees_its_rows_and_others_go_on(tts):
     assert {s: [id(b) for b in d._buffers] for s, d in t.decoders.items()} == buffers  # the same KV buffers
 
 
+def test_a_closed_row_gives_its_pages_back(model_dirs):
+    """Closing a sequence drops its row's resident pages (they read as zeros), and the rows
+    beside it keep their keys; a request on the reused row gives its solo result."""
+    tts = Bark.load(model_dirs["suno-tiny"], max_batch=4)
+    decoder = tts.decoders["coarse"]
+    row_of = lambda i: decoder._buffers[i].numpy()  # noqa: E731  (rows, heads, max_len, head_dim)
+    a, b = decoder.open(), decoder.open()
+    decoder.prefill([a, b], np.arange(2 * 700).reshape(2, 700) % 1000)
+    assert all(np.abs(row_of(i)[a.row]).max() > 0 for i in range(len(decoder.names)))
+    kept = [row_of(i)[b.row].copy() for i in range(len(decoder.names))]
+    decoder.close(a)
+    for i in range(len(decoder.names)):
+        buffer = row_of(i)
+        # whole pages inside the row are zero now; its first and last partial page may stay
+        assert np.count_nonzero(buffer[a.row]) <= 2 * 4096 // buffer.itemsize
+        np.testing.assert_array_equal(buffer[b.row], kept[i])
+    decoder.close(b)
+    first = tts.synthesize("hello world", seed=0, silent=True, max_gen_duration_s=0.5)
+    again = tts.synthesize("hello world", seed=0, silent=True, max_gen_duration_s=0.5)
+    assert _equal(first, again)
+    tts.close()
+
+
 def test_async_consumer_streams_and_cancels(tts):
     t = tts["hf-mini"]
 
