@@ -239,7 +239,11 @@ def run(args) -> int:
     if args.replicas is not None and args.replicas < 1:
         print(f"bark-onnx: --replicas must be at least 1, got {args.replicas}", file=sys.stderr)
         return 2
-    server = ServerProcess(model, *server_args(args)) if model else None
+    try:
+        server = ServerProcess(model, *server_args(args)) if model else None
+    except RuntimeError as err:  # its log says why
+        print(f"bark-onnx: {err}", file=sys.stderr)
+        return 1
     try:
         url = server.url if server else args.url.rstrip("/")
         result = asyncio.run(bench(url, args.requests, args.soak, body, headers, args.time_limit,

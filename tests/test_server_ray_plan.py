@@ -193,3 +193,33 @@ def test_bench_serve_starts_serve_ray_for_replicas():
     args = Namespace(max_batch=4, max_queue=8, threads=1, replicas=2)
     assert server_args(args) == ["--max-batch", "4", "--max-queue", "8", "--threads", "1", "--ray", "--replicas", "2"]
     assert "--ray" not in server_args(Namespace(max_batch=4, max_queue=8, threads=None, replicas=None))
+
+
+class _FakeServe:
+    """Stands in for ray.serve: the proxy's bind fails `fails` times, then starts."""
+
+    def __init__(self, fails: int):
+        self.fails, self.ports, self.shutdowns = fails, [], 0
+
+    def start(self, http_options, **kwargs):
+        self.ports.append(http_options["port"])
+        if len(self.ports) <= self.fails:
+            raise RuntimeError(f"ray::ProxyActor.ready() Failed to bind to address '127.0.0.1:{self.ports[-1]}'.")
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+def test_a_port_taken_before_the_proxy_binds_is_picked_again():
+    from bark_onnx.errors import BarkOnnxError
+    from bark_onnx.server.ray_command import _start_serve
+
+    serve = _FakeServe(fails=1)
+    port = _start_serve(serve, "127.0.0.1", 1, any_port=True, local=True, verbose=False)
+    assert serve.ports[0] == 1 and port == serve.ports[1] != 1 and serve.shutdowns == 1
+    with pytest.raises(BarkOnnxError, match="did not start on 127.0.0.1:"):  # every try fails
+        _start_serve(_FakeServe(fails=5), "127.0.0.1", 1, any_port=True, local=True, verbose=False)
+    serve = _FakeServe(fails=1)  # a port the user named is not replaced
+    with pytest.raises(BarkOnnxError, match="did not start on 127.0.0.1:8123"):
+        _start_serve(serve, "127.0.0.1", 8123, any_port=False, local=True, verbose=False)
+    assert serve.ports == [8123]

@@ -157,8 +157,7 @@ def run_ray(args, settings) -> int:
         if not verbose:
             logging.getLogger("ray.serve").setLevel(logging.WARNING)
         _check_gpus(ray, plan.replica_gpus * most, local)
-        serve.start(http_options={"host": args.host, "port": port}, proxy_location="HeadOnly" if local else None,
-                    logging_config={"log_level": "INFO" if verbose else "WARNING"})
+        port = _start_serve(serve, args.host, port, args.port == 0, local, verbose)
         where = "a local Ray instance" if local else f"the Ray cluster at {address}"
         scale = f"{autoscale[0]} to {autoscale[1]} replicas" if autoscale else f"{replicas} replicas"
         print(f"bark-onnx: Ray at {ray.get_runtime_context().gcs_address}; deploying {scale} on {where}",
@@ -183,6 +182,24 @@ def run_ray(args, settings) -> int:
                 signal.signal(sig, handler)
     print("bark-onnx: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _start_serve(serve, host: str, port: int, any_port: bool, local: bool, verbose: bool, tries: int = 3) -> int:
+    """Serve's HTTP proxy on host:port; returns the port. With --port 0 the free port was picked
+    before Ray's own processes took theirs, so one of them may hold it by now: pick again then."""
+    for attempt in range(1, tries + 1):
+        try:
+            serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly" if local else None,
+                        logging_config={"log_level": "INFO" if verbose else "WARNING"})
+            return port
+        except Exception as err:  # Ray wraps the proxy's failure in its own task error types
+            if not any_port or "bind" not in str(err).lower() or attempt == tries:
+                raise BarkOnnxError(f"Serve's HTTP proxy did not start on {host}:{port}: "
+                                    f"{' '.join(str(err).split())[-300:]}") from None
+            logger.warning("port %d was taken before Serve's proxy bound it; trying another", port)
+            serve.shutdown()
+            port = _free_port(host, 0)
+    return port  # not reached: the last attempt returns or raises
 
 
 def _check_gpus(ray, needed: float, local: bool) -> None:
