@@ -52,6 +52,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
     p.add_argument("--threads", type=int, help="threads (default: all cores)")
     p.add_argument("--rounds", type=int, default=5, help="alternating timed rounds, after a warm-up")
+    p.add_argument("--cache", help="where the random checkpoints are kept (shared with bench)")
     p.add_argument("--out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_int8)
 
@@ -257,7 +258,10 @@ def cmd_serve(args) -> int:
 def cmd_int8(args) -> int:
     from .int8_forms import run
 
-    result = run(args.size, args.threads, args.rounds)
+    if args.rounds < 1:
+        print("bark-onnx: --rounds must be at least 1", file=sys.stderr)
+        return 2
+    result = run(args.size, args.threads, args.rounds, root=Path(args.cache) if args.cache else None)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     return 0

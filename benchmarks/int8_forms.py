@@ -44,15 +44,24 @@ def _per_tensor(src: Path, dst: Path) -> None:
         quiet.setLevel(level)
 
 
-def _decoder(path: Path, cfg, threads: int):
+def _decoder(path: Path, cfg, threads: int, rows: int):
     from bark_onnx.config import GraphInfo
     from bark_onnx.decoder import CausalDecoder
-    from bark_onnx.sessions import Placement, create_session
+    from bark_onnx.sessions import create_session, make_placement
 
-    placement = Placement(("CPUExecutionProvider",), threads)
+    placement = make_placement(["cpu"], threads)
     session = create_session(path, placement)
     info = GraphInfo(file=path.name, inputs=(), outputs=(), logits_size=session.get_outputs()[0].shape[-1])
-    return CausalDecoder(session, info, cfg, "inplace", placement)
+    return CausalDecoder(session, info, cfg, "inplace", placement, max_rows=rows)
+
+
+def _open(dec, n: int) -> list:
+    return [dec.open() for _ in range(n)]
+
+
+def _close(dec, seqs: list) -> None:
+    for seq in seqs:
+        dec.close(seq)
 
 
 def _round(dec, prompt: np.ndarray) -> dict[str, float]:
@@ -60,33 +69,38 @@ def _round(dec, prompt: np.ndarray) -> dict[str, float]:
     times = {}
     for batch in (1, len(prompt)):
         rows = prompt[:batch]
-        dec.start(batch)
+        seqs = _open(dec, batch)  # fresh sequences: nothing of an earlier prompt is kept
         t = time.perf_counter()
-        dec.forward(rows)
+        dec.prefill(seqs, rows)
         times[f"prefill b{batch}"] = time.perf_counter() - t
-        dec.start(batch)
-        dec.forward(rows[:, :PAST])
+        _close(dec, seqs)
+        seqs = _open(dec, batch)
+        dec.prefill(seqs, rows[:, :PAST])
         steps = []
         for i in range(STEPS):
             t = time.perf_counter()
-            dec.forward(rows[:, PAST + i: PAST + i + 1])
+            dec.step(seqs, rows[:, PAST + i])
             steps.append(time.perf_counter() - t)
         times[f"step b{batch}"] = float(np.median(steps))
+        _close(dec, seqs)
     return times
 
 
 def _row_drift(dec, prompt: np.ndarray) -> float:
     """Largest change of a row's prefill logits between the batch and that row alone."""
-    dec.start(len(prompt))
-    together = dec.forward(prompt)
+    seqs = _open(dec, len(prompt))
+    together = dec.prefill(seqs, prompt)
+    _close(dec, seqs)
     drift = 0.0
     for i in range(len(prompt)):
-        dec.start(1)
-        drift = max(drift, float(np.abs(dec.forward(prompt[i:i + 1]) - together[i]).max()))
+        (seq,) = _open(dec, 1)
+        drift = max(drift, float(np.abs(dec.prefill([seq], prompt[i:i + 1])[0] - together[i]).max()))
+        dec.close(seq)
     return drift
 
 
-def run(size: str = "small", threads: int | None = None, rounds: int = 5, batch: int = 8, out=sys.stdout) -> dict:
+def run(size: str = "small", threads: int | None = None, rounds: int = 5, batch: int = 8, out=sys.stdout,
+        root: Path | None = None) -> dict:
     from bark_onnx.export.checkpoints import load_checkpoint
     from bark_onnx.export.exporter import COARSE_LOGITS, save_graph
     from bark_onnx.export.gpt_graphs import build_causal
@@ -97,7 +111,7 @@ def run(size: str = "small", threads: int | None = None, rounds: int = 5, batch:
     from .report import cpu_flags
 
     threads = threads or default_threads()
-    source = load_checkpoint(str(prepare(size, [], progress=False)["checkpoint"]))
+    source = load_checkpoint(str(prepare(size, [], root, progress=False)["checkpoint"]))
     cfg = source.configs["coarse"]
     rng = np.random.default_rng(0)
     prompt = rng.integers(10_000, 12_048, (batch, PREFILL))
@@ -107,8 +121,8 @@ def run(size: str = "small", threads: int | None = None, rounds: int = 5, batch:
         del source
         _per_tensor(fp32, Path(tmp) / "tensor.onnx")
         quantize_graph(fp32, Path(tmp) / "row.onnx", "int8")
-        decoders = {"per tensor": _decoder(Path(tmp) / "tensor.onnx", cfg, threads),
-                    "per row": _decoder(Path(tmp) / "row.onnx", cfg, threads)}
+        decoders = {form: _decoder(Path(tmp) / name, cfg, threads, batch)
+                    for form, name in zip(FORMS, ("tensor.onnx", "row.onnx"))}
         drift = {form: _row_drift(dec, prompt) for form, dec in decoders.items()}
         for dec in decoders.values():  # warm-up
             _round(dec, prompt)

@@ -103,13 +103,14 @@ def table(results: dict) -> str:
                      f"{b1['per_s']:.1f}" if b1 else "", f"{b8['per_s']:.1f}" if b8 else "",
                      f"{b8['per_s'] / b1['per_s']:.2f}x" if b1 and b8 else ""]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if "roofline" in results:
+    bounded = [s for s in stages if s != "segment"]  # the roofline bounds single stages
+    if "roofline" in results and bounded:
         lines += ["", "Roofline (lower bound from shapes and this machine's measured rates) vs measured:", "",
-                  "| backend | " + " | ".join(s for s in stages if s != "segment") + " |",
-                  "|" + "---|" * len(stages)]
+                  "| backend | " + " | ".join(bounded) + " |",
+                  "|" + "---|" * (len(bounded) + 1)]
         for name, est in results["roofline"]["estimates"].items():
             cells = [f"{backends[name][s]['median_s']:.2f} / {est[s]:.2f} = {backends[name][s]['median_s'] / est[s]:.2f}x"
-                     if s in backends.get(name, {}) else "" for s in stages if s != "segment"]
+                     if s in backends.get(name, {}) else "" for s in bounded]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         rates = results["roofline"]["rates"]
         lines.append(f"\nrates: sgemm {rates['sgemm_flops'] / 1e9:.0f} GFLOP/s, "

@@ -265,3 +265,30 @@ def test_footprint_reports_disk_per_graph_and_the_runs_own_peak(baseline, tmp_pa
     assert len(row["later_peaks_mb"]) == 1 and row["later_peaks_mb"][0] >= peaks["codec"]
     assert row["audio_s"] == pytest.approx(13.0, abs=0.05)
     assert "bark-tiny int8: disk" in proc.stdout and "peak RSS" in proc.stdout
+
+
+def test_a_segment_only_run_prints_no_empty_roofline_table():
+    from bark_onnx.benchmarks.report import summarize, table
+
+    results = summarize({"benchmarks": [_case("onnx-fp32", "segment", 40.0), _case("transformers", "segment", 140.0)]})
+    results["roofline"] = {"estimates": {"onnx-fp32": {"codec": 0.1}},
+                           "rates": {"sgemm_flops": 3e11, "stream_bytes": 3e10}}
+    assert "Roofline" not in table(results) and "| onnx-fp32 | 40.00" in table(results)
+    results = summarize({"benchmarks": [_case("onnx-fp32", "codec", 0.2), _case("onnx-fp32", "segment", 40.0)]})
+    results["roofline"] = {"estimates": {"onnx-fp32": {"codec": 0.1}},
+                           "rates": {"sgemm_flops": 3e11, "stream_bytes": 3e10}}
+    text = table(results)
+    assert "| backend | codec |\n|---|---|\n| onnx-fp32 | 0.20 / 0.10 = 2.00x |" in text
+
+
+def test_int8_forms_time_both_and_rows_stay_independent_per_row(baseline, tmp_path):
+    root, _ = baseline
+    out = tmp_path / "int8.json"
+    proc = bench("bench-int8", "--size", "tiny", "--rounds", "1", "--cache", str(root / "cache"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for form in ("per tensor", "per row"):
+        assert set(result["median_ms"][form]) == {"prefill b1", "step b1", "prefill b8", "step b8"}
+        assert all(ms > 0 for ms in result["median_ms"][form].values())
+    assert result["row_drift"]["per row"] == 0.0  # a row's logits alone equal its logits in the batch
+    assert "per row / per tensor" in proc.stdout
