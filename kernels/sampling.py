@@ -1,12 +1,18 @@
 """Bark's sampling rules in NumPy: top-p, top-k, temperature, and seeded draws.
 
-Every stage samples through `sample`. Rows are independent: logits are
-(B, V) and the result is (B,). A temperature of 0 or None means greedy
-(argmax). Draws use the Gumbel-max trick: argmax(logits / T + Gumbel noise)
-is an exact sample from softmax(logits / T), needs no sort or cumulative sum,
-and vectorises over any number of rows (the fine stage draws 1024 x 1024 at
-once). All randomness comes from the caller's `numpy.random.Generator`, so a
-seed reproduces a run.
+Every stage samples through `sample` or `sample_tokens`. Rows are
+independent: logits are (B, V) and the result is (B,). A temperature of 0 or
+None means greedy (argmax). Two exact ways to draw from softmax(logits / T):
+
+- `sample` (semantic and coarse, a few rows a step) needs the probabilities
+  anyway (the semantic stage stops on P(EOS)), so it draws by inverse CDF: one
+  uniform number per row against their cumulative sum;
+- `sample_tokens` (the fine stage, 1024 x 1024 at once, no probabilities
+  needed) uses the Gumbel-max trick: argmax(logits / T + Gumbel noise), no
+  exponentials to normalise and no cumulative sums.
+
+All randomness comes from the caller's `numpy.random.Generator`, so a seed
+reproduces a run.
 """
 
 from __future__ import annotations
@@ -76,6 +82,14 @@ def gumbel_argmax(scaled_logits: np.ndarray, rng: np.random.Generator) -> np.nda
     return np.argmax(scaled_logits - np.log(exponential), axis=-1).astype(np.int64)
 
 
+def inverse_cdf(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One draw per row from probabilities (B, V) (rows summing to 1), as int64 indices: the first
+    index whose cumulative probability exceeds a uniform draw. A token of probability 0 is never drawn."""
+    cdf = np.cumsum(probs, axis=-1)
+    u = rng.random(cdf.shape[:-1] + (1,)) * cdf[..., -1:]  # scaled by the row's sum: rounding cannot overrun it
+    return np.argmax(cdf > u, axis=-1).astype(np.int64)
+
+
 def sample(logits: np.ndarray, temperature: float | None, rng: np.random.Generator | None,
            top_k: int | None = None, top_p: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Draw one token per row; returns (tokens (B,), probabilities (B, V)).
@@ -91,8 +105,8 @@ def sample(logits: np.ndarray, temperature: float | None, rng: np.random.Generat
         return tokens, probs
     if rng is None:
         raise ValueError("sampling with a temperature needs a random generator")
-    scaled = x / float(temperature)
-    return gumbel_argmax(scaled, rng), softmax(scaled)
+    probs = softmax(x / float(temperature))
+    return inverse_cdf(probs, rng), probs
 
 
 def sample_tokens(logits: np.ndarray, temperature: float | None, rng: np.random.Generator | None) -> np.ndarray:

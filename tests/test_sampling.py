@@ -75,6 +75,24 @@ def test_seeded_draws_repeat_and_differ_by_seed():
     assert a.shape == (1024,) and a.dtype == np.int64
 
 
+def test_seeded_steps_repeat_and_sample_their_rows_alone():
+    """`sample` (one uniform number per row): the same seed gives the same tokens, and a row's token
+    does not depend on the rows drawn beside it when each row has its own generator."""
+    logits = np.random.default_rng(0).normal(size=(3, 10_000))
+    a = [S.sample(logits[i:i + 1], 0.7, np.random.default_rng(i))[0][0] for i in range(3)]
+    b = [S.sample(logits[i:i + 1], 0.7, np.random.default_rng(i))[0][0] for i in range(3)]
+    assert a == b
+    tokens = S.sample(logits, 0.7, np.random.default_rng(5), top_k=50)[0]
+    kth = np.sort(logits, axis=-1)[:, -50][:, None]
+    assert (logits[np.arange(3), tokens] >= kth[:, 0]).all()  # only top-k tokens are drawn
+
+
+def test_inverse_cdf_never_draws_a_zero_probability_token():
+    probs = np.array([[0.0, 0.5, 0.0, 0.5, 0.0]] * 20_000)
+    draws = S.inverse_cdf(probs, np.random.default_rng(2))
+    assert set(np.unique(draws)) == {1, 3} and abs((draws == 1).mean() - 0.5) < 0.02
+
+
 def test_sampling_without_a_generator_is_refused():
     with pytest.raises(ValueError, match="random generator"):
         S.sample(np.zeros((1, 3)), 0.7, None)
