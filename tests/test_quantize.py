@@ -100,7 +100,7 @@ def _rows_alone_and_together(tts, seed: int = 0) -> None:
         for seq in seqs:
             decoder.close(seq)
         for row in range(3):
-            (seq,) = [decoder.open()]
+            seq = decoder.open()
             alone = [decoder.prefill([seq], prompt[row:row + 1])] + [decoder.step([seq], s[row:row + 1]) for s in steps]
             decoder.close(seq)
             for a, b in zip(alone, together):

@@ -161,6 +161,18 @@ def one_stream_per_replica(client: httpx.Client, url: str, body: dict, replicas:
     return held
 
 
+def survivor_goes_on_lost_is_cut(streams: dict, survivor: str, lost: str, reference: bytes) -> None:
+    """After a replica is lost: the surviving replica's stream goes on unchanged, the lost one's
+    ends with a broken stream; then every stream is closed."""
+    try:
+        assert streams[survivor].read_more(PREFIX)[:PREFIX] == reference
+        with pytest.raises(httpx.RemoteProtocolError):
+            streams[lost].read_more(10 ** 9)
+    finally:
+        for stream in streams.values():
+            stream.close()
+
+
 def speak(url: str, busy_for: float = 0.0) -> tuple[int, str | None]:
     """A short request: its status and the replica that answered. With `busy_for`, a 429 (the router
     still counting streams that were just closed) is retried after its Retry-After, for that long."""
@@ -250,12 +262,7 @@ def test_a_killed_replica_is_replaced_and_the_other_keeps_answering(ray_server):
         ray.kill(ray.get_actor(f"SERVE_REPLICA::{APP_NAME}#{DEPLOYMENT}#{victim}", namespace="serve"),
                  no_restart=True)
         killed = time.monotonic()
-        # the survivor's stream goes on, unchanged; the dead replica's is cut short
-        assert streams[survivor].read_more(PREFIX)[:PREFIX] == reference
-        with pytest.raises(httpx.RemoteProtocolError):
-            streams[victim].read_more(10 ** 9)
-        for stream in streams.values():
-            stream.close()
+        survivor_goes_on_lost_is_cut(streams, survivor, victim, reference)
 
     # the service keeps answering while Serve starts a replacement; two replicas answer again
     answered, failures = set(), []
@@ -356,10 +363,6 @@ def test_two_node_cluster_keeps_answering_when_a_node_goes(model_dirs):
             head_replica, lost = streams
             cluster.remove_node(worker)
             gone = time.monotonic()
-            assert streams[head_replica].read_more(PREFIX)[:PREFIX] == reference
-            with pytest.raises(httpx.RemoteProtocolError):
-                streams[lost].read_more(10 ** 9)
-            for stream in streams.values():
-                stream.close()
+            survivor_goes_on_lost_is_cut(streams, head_replica, lost, reference)
         answers = [speak(url, busy_for=60) for _ in range(5)]
         assert answers == [(200, head_replica)] * 5 and time.monotonic() - gone < 120

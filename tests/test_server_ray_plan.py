@@ -164,7 +164,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("args, message", [
     (["--replicas", "2"], "--replicas only apply with --ray"),
-    (["--ray-address", "10.0.0.1:6379", "--gpus-per-replica", "1"], "--ray-address, --gpus-per-replica only apply"),
+    (["--ray-address", "127.0.0.1:6379", "--gpus-per-replica", "1"], "--ray-address, --gpus-per-replica only apply"),
     (["--ray", "--autoscale", "3:1"], "MIN:MAX"),
     (["--ray", "--replicas", "0"], "replicas must be a positive integer"),
     (["--ray", "--threads", "0"], "threads must be a positive integer"),

@@ -187,7 +187,8 @@ def run_ray(args, settings) -> int:
 def _start_serve(serve, host: str, port: int, any_port: bool, local: bool, verbose: bool, tries: int = 3) -> int:
     """Serve's HTTP proxy on host:port; returns the port. With --port 0 the free port was picked
     before Ray's own processes took theirs, so one of them may hold it by now: pick again then."""
-    for attempt in range(1, tries + 1):
+    attempt = 1
+    while True:
         try:
             serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly" if local else None,
                         logging_config={"log_level": "INFO" if verbose else "WARNING"})
@@ -199,7 +200,7 @@ def _start_serve(serve, host: str, port: int, any_port: bool, local: bool, verbo
             logger.warning("port %d was taken before Serve's proxy bound it; trying another", port)
             serve.shutdown()
             port = _free_port(host, 0)
-    return port  # not reached: the last attempt returns or raises
+            attempt += 1
 
 
 def _check_gpus(ray, needed: float, local: bool) -> None:
