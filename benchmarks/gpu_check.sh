@@ -25,7 +25,7 @@
 # Environment: PYTHON (default python3), BARK_GPU_CHECK_WORK (default /tmp/bark-gpu-check: models,
 # profiles, installs; reused by a second run).
 # OUT_DIR receives gpu_check.log, steps.tsv, and per size placement-SIZE.json, bench-SIZE.json, bench-SIZE.md,
-# graph-steps-SIZE.json, concurrency-SIZE.md.
+# graph-steps-SIZE.json, step-parts-SIZE.json, concurrency-SIZE.md.
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -192,6 +192,11 @@ graph_steps() {  # $1: size; decoding steps through the full graphs against capt
         --out "$OUT/graph-steps-$1.json"
 }
 
+step_parts() {  # $1: size; where one decoding step's time goes (replay, logits copy, sampling, engine)
+    "$PY" -m bark_onnx.benchmarks.step_parts "$WORK/models/$1/onnx-fp16" --providers "$PROVIDERS" \
+        --out "$OUT/step-parts-$1.json"
+}
+
 concurrency() {  # $1: size; many requests on one model against the same ones in a row
     local status
     "$PY" -m bark_onnx.cli bench-concurrency --size "$1" --precisions fp16 --levels 1,4,16 --tokens 200 \
@@ -224,6 +229,7 @@ for size in $SIZES; do
     step "${SOFT[@]}" "placement $size" check_placement "$size"
     step "time $size" time_stages "$size"
     step --soft "cuda graphs $size" graph_steps "$size"
+    step --soft "step parts $size" step_parts "$size"
     step --soft "concurrency $size" concurrency "$size"
 done
 [ "$TESTS" = 1 ] && step "tests marked gpu" gpu_tests  # in a --cpu run they skip themselves

@@ -292,3 +292,14 @@ def test_int8_forms_time_both_and_rows_stay_independent_per_row(baseline, tmp_pa
         assert all(ms > 0 for ms in result["median_ms"][form].values())
     assert result["row_drift"]["per row"] == 0.0  # a row's logits alone equal its logits in the batch
     assert "per row / per tensor" in proc.stdout
+
+
+def test_step_parts_time_each_part_of_a_step(model_dirs):
+    from bark_onnx.benchmarks.step_parts import main, measure
+
+    result = measure(model_dirs["suno-tiny"], ["cpu"], max_batch=2, steps=5)
+    assert result["providers"] == ["CPUExecutionProvider"] and not result["step_graph_in_use"]
+    assert set(result["ms"]) == {"decoder_step", "sample_1024", "sample_10000", "engine_per_semantic_token"}
+    assert all(ms > 0 for ms in result["ms"].values()) and result["semantic_tokens"] > 600
+    with pytest.raises(SystemExit):
+        main([str(model_dirs["suno-tiny"]), "--steps", "0"])
