@@ -10,13 +10,13 @@ benchmark segment (median of the rounds, after a warm-up); the tokens of both ar
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .report import print_json
 from .workload import SEGMENT, SEED, TEXT
 
 
@@ -68,10 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
     results = measure(Path(args.model_dir), args.providers.split(",") if args.providers else None, args.rounds)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    print_json(results, args.out)
     return 0
 
 

@@ -13,6 +13,14 @@ REFERENCES = ("transformers", "reference")
 STAGE_ORDER = ("semantic", "coarse", "fine", "codec", "segment")
 
 
+def print_json(results: dict, out: str | None = None) -> None:
+    """Print a measurement as JSON, and write it to `out` too when given."""
+    text = json.dumps(results, indent=2)
+    print(text)
+    if out:
+        write_atomic(out, text + "\n")
+
+
 def cpu_flags() -> str:
     """The CPU features that decide the int8 kernels (AVX2, AVX-512, VNNI dot products)."""
     try:

@@ -13,12 +13,13 @@ Times, per step (mean over `--steps` calls in a loop, after one untimed call), m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from .report import print_json
 
 PAST = 300
 
@@ -79,10 +80,7 @@ def main(argv=None) -> int:
         p.error("--max-batch and --steps must be at least 1")
     results = measure(Path(args.model_dir), args.providers.split(",") if args.providers else None, args.max_batch,
                       args.steps)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    print_json(results, args.out)
     return 0
 
 
