@@ -1,4 +1,4 @@
-"""`bark-onnx bench`, `bench-fastpath`, `bench-compare` and `bench-serve`."""
+"""The `bark-onnx bench*` commands: their arguments, checked, and the module that runs each."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bark_onnx.files import write_atomic
 
+from .ab import STAGES as AB_STAGES
 from .workload import ALL_BACKENDS
 
 
@@ -64,6 +65,16 @@ def add_parsers(sub) -> None:
     p.add_argument("--generations", type=int, default=1, help="segments generated one after the other")
     p.add_argument("--out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_footprint)
+
+    p = sub.add_parser("bench-ab", help="two model directories in one process, stage by stage in alternating rounds")
+    p.add_argument("model_a", help="model directory A (e.g. the export before a change)")
+    p.add_argument("model_b", help="model directory B; the ratios printed are B / A")
+    p.add_argument("--stages", default="semantic,coarse,fine,codec", help="comma-separated, of " + ",".join(AB_STAGES))
+    p.add_argument("--rounds", type=int, default=5, help="alternating timed rounds, after a warm-up")
+    p.add_argument("--threads", type=int, help="threads per model (default: all cores)")
+    p.add_argument("--providers", help="ONNX Runtime providers, e.g. cuda,cpu")
+    p.add_argument("--out", help="also write the figures as JSON here")
+    p.set_defaults(func=cmd_ab)
 
     p = sub.add_parser("bench-compare", help="exit 1 when a stage is slower than in a baseline results.json")
     p.add_argument("baseline", help="results.json (or pytest-benchmark JSON) of the baseline run")
@@ -277,6 +288,24 @@ def cmd_footprint(args) -> int:
                args.threads, args.generations)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def cmd_ab(args) -> int:
+    from .ab import run
+
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in AB_STAGES]
+    if unknown or not stages:
+        print(f"bark-onnx: --stages takes some of {','.join(AB_STAGES)}, got {args.stages!r}", file=sys.stderr)
+        return 2
+    if args.rounds < 1:
+        print("bark-onnx: --rounds must be at least 1", file=sys.stderr)
+        return 2
+    providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
+    result = run(Path(args.model_a), Path(args.model_b), stages, args.rounds, args.threads, providers)
+    if args.out:
+        write_atomic(Path(args.out), json.dumps(result, indent=2).encode())
     return 0
 
 

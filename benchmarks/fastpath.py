@@ -85,7 +85,7 @@ def run(size: str = "small", threads: int | None = None, out=sys.stdout) -> list
         ("standard ops, concatenated KV, full 12096-column head, no fusions", "concat", (0, 12_096), "fp32", False),
         ("+ logits sliced to the 2048 columns the loop reads", "concat", (10_000, 12_048), "fp32", False),
         ("+ fused LayerNorm/GELU/bias (ORT fusions of the standard graph)", "concat", (10_000, 12_048), "fp32", True),
-        ("+ KV buffer written in place (GroupQueryAttention, SkipLayerNorm, BiasGelu)", "inplace",
+        ("+ KV buffer written in place (GroupQueryAttention, BiasGelu)", "inplace",
          (10_000, 12_048), "fp32", True),
         ("+ int8 weights (activations quantized per row)", "inplace", (10_000, 12_048), "int8", True),
         ("int4 weights (MatMulNBits, block 32) instead of int8", "inplace", (10_000, 12_048), "int4", True),

@@ -303,3 +303,32 @@ def test_step_parts_time_each_part_of_a_step(model_dirs):
     assert all(ms > 0 for ms in result["ms"].values()) and result["semantic_tokens"] > 600
     with pytest.raises(SystemExit):
         main([str(model_dirs["suno-tiny"]), "--steps", "0"])
+
+
+def test_ab_ratios_pair_round_with_round():
+    from bark_onnx.benchmarks.ab import summarize
+
+    rows = summarize({"coarse": {"A": [10.0, 20.0, 12.0], "B": [11.0, 18.0, 15.0]}})["coarse"]
+    # B / A per round: 1.1, 0.9, 1.25; the ratio of the medians (15 / 12) would say 1.25
+    assert rows["ratio_median"] == pytest.approx(1.1) and rows["ratio_min"] == pytest.approx(0.9)
+    assert rows["ratio_max"] == pytest.approx(1.25)
+    assert (rows["A_median"], rows["B_median"], rows["A_min"], rows["B_max"]) == (12.0, 15.0, 10.0, 18.0)
+
+
+def test_ab_times_two_model_directories_in_turns(baseline, tmp_path):
+    root, _ = baseline
+    a, b = root / "cache" / "tiny" / "onnx-fp32", root / "cache" / "tiny" / "onnx-int8"
+    out = tmp_path / "ab.json"
+    proc = bench("bench-ab", str(a), str(b), "--stages", "fine,codec,segment", "--rounds", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["stages"]) == {"fine", "codec", "segment"} and result["rounds"] == 2
+    for stage, seconds in result["seconds"].items():
+        assert len(seconds["A"]) == len(seconds["B"]) == 2
+        ratio = np.median(np.array(seconds["B"]) / np.array(seconds["A"]))
+        assert result["stages"][stage]["ratio_median"] == pytest.approx(ratio)
+    assert "B / A" in proc.stdout and "round 2/2" in proc.stdout
+    bad = bench("bench-ab", str(a), str(b), "--stages", "coarse,warp")
+    assert bad.returncode == 2 and "--stages takes some of" in bad.stderr
+    missing = bench("bench-ab", str(a), str(tmp_path / "nowhere"), "--stages", "codec", "--rounds", "1")
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr

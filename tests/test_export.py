@@ -205,6 +205,26 @@ def test_graph_variants_agree_step_by_step(reference_models):
     np.testing.assert_allclose(logits["inplace"], logits["concat"], atol=1e-5)
 
 
+def test_residual_norm_fused_only_in_fp16_graphs():
+    """fp16 graphs (CUDA) fuse each residual add into the LayerNorm after it (a kernel launch saved);
+    fp32 graphs, and the int8/int4 graphs made from them, keep Add + LayerNormalization, which ONNX
+    Runtime's CPU kernels run several times faster than SkipLayerNormalization."""
+    from bark_onnx.export.factory import gpt_configs, random_gpt_state
+    from bark_onnx.export.gpt_graphs import build_causal, build_fine
+
+    cfgs = gpt_configs("tiny")
+    for dtype in (np.float16, np.float32):
+        causal, _ = build_causal(cfgs["coarse"], random_gpt_state(cfgs["coarse"], 0), "coarse", (10_000, 12_048),
+                                 dtype=dtype)
+        fine, _ = build_fine(cfgs["fine"], random_gpt_state(cfgs["fine"], 1), 1024, dtype=dtype)
+        for graph, n_layer in ((causal.graph, cfgs["coarse"].n_layer), (fine.graph, cfgs["fine"].n_layer)):
+            ops = [n.op_type for n in graph.node]
+            residual_norms = 2 * n_layer  # after each attention and MLP; the first LayerNorm has no residual
+            fused = residual_norms if dtype == np.float16 else 0
+            assert ops.count("SkipLayerNormalization") == fused
+            assert ops.count("LayerNormalization") == 1 + residual_norms - fused
+
+
 def test_rows_at_their_own_lengths_step_together_as_alone(reference_models):
     """Rows of different lengths in one call give, bit for bit, what each gives alone; a row between
     them that is not stepping (it keeps its prompt for a later one) rides along untouched."""
