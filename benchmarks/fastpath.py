@@ -81,20 +81,24 @@ def run(size: str = "small", threads: int | None = None, out=sys.stdout) -> list
     source = load_checkpoint(str(paths["checkpoint"]))
     cfg, state = source.configs["coarse"], source.weights["coarse"]
     del source
-    variants = [  # (label, kv layout, logits columns, precision, ORT fusions)
-        ("standard ops, concatenated KV, full 12096-column head, no fusions", "concat", (0, 12_096), "fp32", False),
-        ("+ logits sliced to the 2048 columns the loop reads", "concat", (10_000, 12_048), "fp32", False),
-        ("+ fused LayerNorm/GELU/bias (ORT fusions of the standard graph)", "concat", (10_000, 12_048), "fp32", True),
-        ("+ KV buffer written in place (GroupQueryAttention, BiasGelu)", "inplace",
-         (10_000, 12_048), "fp32", True),
-        ("+ int8 weights (activations quantized per row)", "inplace", (10_000, 12_048), "int8", True),
-        ("int4 weights (MatMulNBits, block 32) instead of int8", "inplace", (10_000, 12_048), "int4", True),
+    variants = [  # (label, kv layout, logits columns, precision, ORT fusions, residual norms fused)
+        ("standard ops, concatenated KV, full 12096-column head, no fusions", "concat", (0, 12_096), "fp32", False,
+         False),
+        ("+ logits sliced to the 2048 columns the loop reads", "concat", (10_000, 12_048), "fp32", False, False),
+        ("+ fused LayerNorm/GELU/bias (ORT fusions of the standard graph)", "concat", (10_000, 12_048), "fp32",
+         True, False),
+        ("+ KV buffer written in place (GroupQueryAttention, BiasGelu)", "inplace", (10_000, 12_048), "fp32", True,
+         False),
+        ("  the same with residual LayerNorms as SkipLayerNormalization", "inplace", (10_000, 12_048), "fp32",
+         True, True),
+        ("+ int8 weights (activations quantized per row)", "inplace", (10_000, 12_048), "int8", True, False),
+        ("int4 weights (MatMulNBits, block 32) instead of int8", "inplace", (10_000, 12_048), "int4", True, False),
     ]
     rows = []
     int8_path = None
     with tempfile.TemporaryDirectory(prefix="bark-onnx-fastpath-") as tmp:
-        for i, (label, kv, logits, precision, optimize) in enumerate(variants):
-            model, _ = build_causal(cfg, state, "coarse", logits, kv=kv)
+        for i, (label, kv, logits, precision, optimize, skip_norm) in enumerate(variants):
+            model, _ = build_causal(cfg, state, "coarse", logits, kv=kv, skip_norm=skip_norm)
             path = Path(tmp) / f"v{i}.onnx"
             save_graph(model, path)
             del model

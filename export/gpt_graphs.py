@@ -87,8 +87,10 @@ class _Blocks:
     graph, whose shapes stay constants so that no shape is computed on the host).
     """
 
-    def __init__(self, g: GraphBuilder, cfg: GPTConfig, fused: bool, lead: str | None):
+    def __init__(self, g: GraphBuilder, cfg: GPTConfig, fused: bool, lead: str | None, skip_norm: bool | None = None):
         self.g, self.cfg, self.fused, self.lead = g, cfg, fused, lead
+        # residual LayerNorms as SkipLayerNormalization: by default in fused fp16 graphs (see residual_norm)
+        self.skip_norm = fused and g.dtype == np.float16 if skip_norm is None else skip_norm
         self.rows = "rows"  # the symbolic row count of the activations (B * S; B after the last-position cut)
         self._shapes: dict[tuple, str] = {}
 
@@ -124,17 +126,17 @@ class _Blocks:
     def residual_norm(self, delta: str, delta_bias, bias_name: str, x: str, w, b, name: str) -> tuple[str, str]:
         """x' = x + delta (+ bias); returns (LayerNorm(x'), x').
 
-            fused fp16: delta, x ──SkipLayerNormalization──> LN(x'), x'
-            otherwise:  delta ─(+bias)─Add(x)─> x' ─LayerNormalization─> LN(x')
+            skip_norm: delta, x ──SkipLayerNormalization──> LN(x'), x'
+            otherwise: delta ─(+bias)─Add(x)─> x' ─LayerNormalization─> LN(x')
 
         The fused op saves a kernel launch on CUDA, where fp16 graphs run. ONNX Runtime's
         CPU kernel of it is several times slower than the two standard ops (1.40 against
-        0.20 ms for 887 rows of 768, 11 against 5 us for one row: 12 % of an int8 coarse
-        window prefill), so the fp32 graphs, and the int8 and int4 ones made from them, keep
-        the standard ops.
+        0.20 ms for 887 rows of 768, 11 against 5 us for one row; `bark-onnx bench-fastpath`
+        times a coarse graph both ways), so the fp32 graphs, and the int8 and int4 ones made
+        from them, keep the standard ops.
         """
         g = self.g
-        if self.fused and g.dtype == np.float16:
+        if self.skip_norm:
             ins = [delta, x, g.weight(f"{name[1:]}.weight", w),
                    g.weight(f"{name[1:]}.bias", b) if b is not None else "",
                    g.weight(bias_name, delta_bias) if delta_bias is not None else ""]
@@ -238,8 +240,11 @@ def _shape_dim(g: GraphBuilder, t: str, axis: int, name: str) -> str:
 
 
 def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[int, int], kv: str = "inplace",
-                 dtype=np.float32, step_only: bool = False) -> tuple[onnx.ModelProto, GraphInfo]:
+                 dtype=np.float32, step_only: bool = False,
+                 skip_norm: bool | None = None) -> tuple[onnx.ModelProto, GraphInfo]:
     """The semantic or coarse decoder graph; see the module docstring.
+
+    skip_norm: residual LayerNorms as SkipLayerNormalization (None: in fp16 in-place graphs).
 
     step_only: the one-token step alone (in-place caches): fixed shapes and no shape
     arithmetic, so a GPU provider can capture it once as a CUDA graph and replay it.
@@ -257,7 +262,7 @@ def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[in
     ids = g.input("input_ids", TensorProto.INT64, ["batch", 1 if step_only else "seq"])
     # a step's sequences are one position long: its shapes are constants (see _Blocks)
     lead = None if step_only else g.op("Shape", [ids], "/shape/lead")
-    blocks = _Blocks(g, cfg, fused=(kv == "inplace"), lead=lead)
+    blocks = _Blocks(g, cfg, fused=(kv == "inplace"), lead=lead, skip_norm=skip_norm)
     wte = _np(state, "transformer.wte.weight")
     if stage == "semantic":
         # merge_ids[b, i] adds the embedding of a second token at position i
