@@ -254,6 +254,8 @@ def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[in
         raise ValueError(f"kv must be 'inplace' or 'concat', got {kv!r}")
     if step_only and kv != "inplace":
         raise ValueError("a step-only graph needs the in-place KV cache")
+    if skip_norm and kv != "inplace":
+        raise ValueError("skip_norm needs the in-place graph (the concat graph keeps to standard ops)")
     g = GraphBuilder(f"bark_{stage}{'_step' if step_only else ''}", dtype)
     merge = stage == "semantic" and not step_only  # steps never merge a second token
     H, hs, D = cfg.n_head, cfg.head_dim, cfg.n_embd

@@ -223,6 +223,9 @@ def test_residual_norm_fused_only_in_fp16_graphs():
             fused = residual_norms if dtype == np.float16 else 0
             assert ops.count("SkipLayerNormalization") == fused
             assert ops.count("LayerNormalization") == 1 + residual_norms - fused
+    with pytest.raises(ValueError, match="in-place"):
+        build_causal(cfgs["coarse"], random_gpt_state(cfgs["coarse"], 0), "coarse", (10_000, 12_048), kv="concat",
+                     skip_norm=True)
 
 
 def test_rows_at_their_own_lengths_step_together_as_alone(reference_models):
