@@ -115,4 +115,6 @@ def sample_tokens(logits: np.ndarray, temperature: float | None, rng: np.random.
         return np.argmax(logits, axis=-1).astype(np.int64)
     if rng is None:
         raise ValueError("sampling with a temperature needs a random generator")
-    return gumbel_argmax(np.asarray(logits, dtype=np.float32) / np.float32(temperature), rng)
+    # a temperature past float32's range is its T -> inf limit (every token as likely), without an overflow
+    t = np.float32(min(float(temperature), float(np.finfo(np.float32).max)))
+    return gumbel_argmax(np.asarray(logits, dtype=np.float32) / t, rng)

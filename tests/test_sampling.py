@@ -96,3 +96,14 @@ def test_inverse_cdf_never_draws_a_zero_probability_token():
 def test_sampling_without_a_generator_is_refused():
     with pytest.raises(ValueError, match="random generator"):
         S.sample(np.zeros((1, 3)), 0.7, None)
+
+
+def test_a_temperature_past_float32_draws_evenly_without_a_warning():
+    import warnings
+
+    logits = np.tile(np.array([[8.0, 0.0, -8.0, 0.0]], np.float32), (40_000, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow in the float32 cast would raise here
+        draws = S.sample_tokens(logits, 1e300, np.random.default_rng(0))
+    counts = np.bincount(draws, minlength=4) / len(draws)
+    assert np.abs(counts - 0.25).max() < 0.02  # the T -> inf limit: every token as likely
