@@ -130,10 +130,9 @@ class _Blocks:
             otherwise: delta ─(+bias)─Add(x)─> x' ─LayerNormalization─> LN(x')
 
         The fused op saves a kernel launch on CUDA, where fp16 graphs run. ONNX Runtime's
-        CPU kernel of it is several times slower than the two standard ops (1.40 against
-        0.20 ms for 887 rows of 768, 11 against 5 us for one row; `bark-onnx bench-fastpath`
-        times a coarse graph both ways), so the fp32 graphs, and the int8 and int4 ones made
-        from them, keep the standard ops.
+        CPU kernel of it is slower than the two standard ops (`bark-onnx bench-fastpath` times
+        the coarse graph both ways: 10 % of its fp32 window prefill), so the fp32 graphs, and
+        the int8 and int4 ones made from them, keep the standard ops.
         """
         g = self.g
         if self.skip_norm:
