@@ -10,8 +10,8 @@ made on first use under $XDG_CACHE_HOME/bark_onnx.
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from .bark import Bark
 from .cache import ensure_model, suno_use_small
 from .constants import SAMPLE_RATE
 from .errors import VoiceError
+from .files import write_atomic
 from .options import check_seed
 from .pipeline import stage_rngs
 from .voices import validate_voice
@@ -90,14 +91,9 @@ def save_as_prompt(filepath: str | os.PathLike, full_generation: dict) -> None:
         raise VoiceError(f"voice files end in .npz, got {str(path)!r}")
     voice = validate_voice(full_generation, "full_generation")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **voice)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()  # a voice is a few kB
+    np.savez(buffer, **voice)
+    write_atomic(path, buffer.getvalue())
 
 
 __all__ = ["SAMPLE_RATE", "preload_models", "text_to_semantic", "semantic_to_waveform", "generate_audio",

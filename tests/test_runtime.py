@@ -63,6 +63,9 @@ def test_output_full_is_a_voice(tts, tmp_path):
     with pytest.raises(ValueError, match=r"\.npz"):
         save_as_prompt(tmp_path / "me.txt", prompt)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["me.npz"]
+    from bark_onnx.files import umask
+
+    assert (tmp_path / "me.npz").stat().st_mode & 0o777 == 0o666 & ~umask()  # as any file the user writes
 
 
 class ScriptedDecoder:
