@@ -14,6 +14,7 @@ import numpy as np
 
 from bark_onnx import Bark
 from bark_onnx.constants import COARSE_INFER_TOKEN, SEMANTIC_INFER_TOKEN
+from bark_onnx.providers import short
 
 from .workload import TEXT
 
@@ -50,5 +51,5 @@ def measure(fp32_dir: Path, other_dir: Path, steps: int = 100, providers=None) -
         agree.append(np.mean(la.argmax(-1) == lb.argmax(-1)))
         err.append(np.abs(la - lb).max())
     fine = {"agreement": float(np.mean(agree)), "max_logit_error": float(np.max(err))}
-    runs_on = "+".join(p.replace("ExecutionProvider", "") for p in b.placement.running)
+    runs_on = "+".join(short(p) for p in b.placement.running)
     return {"semantic": semantic, "coarse": coarse, "fine": fine, "runs_on": runs_on}

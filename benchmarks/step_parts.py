@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .report import print_json
+from .workload import SEGMENT, TEXT
 
 PAST = 300
 
@@ -59,7 +60,7 @@ def measure(model_dir: Path, providers=None, max_batch: int = 1, steps: int = 60
             logits = rng.normal(size=(1, columns)).astype(np.float32)
             ms[f"sample_{columns}"] = _per_call_ms(lambda: sample(logits, 0.7, rng), steps)
         t = time.perf_counter()
-        tokens = tts.text_to_semantic("hello world", temperature=0.7, seed=0, max_gen_duration_s=13,
+        tokens = tts.text_to_semantic(TEXT, temperature=0.7, seed=0, max_gen_duration_s=SEGMENT.max_gen_duration_s,
                                       allow_early_stop=False, silent=True)
         ms["engine_per_semantic_token"] = (time.perf_counter() - t) / len(tokens) * 1e3
         return {"providers": tts.active_providers(), "max_batch": max_batch, "step_graph_in_use": fixed is not None,

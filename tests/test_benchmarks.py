@@ -300,7 +300,7 @@ def test_step_parts_time_each_part_of_a_step(model_dirs):
     result = measure(model_dirs["suno-tiny"], ["cpu"], max_batch=2, steps=5)
     assert result["providers"] == ["CPUExecutionProvider"] and not result["step_graph_in_use"]
     assert set(result["ms"]) == {"decoder_step", "sample_1024", "sample_10000", "engine_per_semantic_token"}
-    assert all(ms > 0 for ms in result["ms"].values()) and result["semantic_tokens"] > 600
+    assert all(ms > 0 for ms in result["ms"].values()) and result["semantic_tokens"] == 650  # the segment's tokens
     with pytest.raises(SystemExit):
         main([str(model_dirs["suno-tiny"]), "--steps", "0"])
 
