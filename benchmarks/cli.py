@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bark_onnx.files import write_atomic
 
+from . import report
 from .ab import STAGES as AB_STAGES
 from .workload import ALL_BACKENDS
 
@@ -118,8 +119,6 @@ def cmd_bench(args) -> int:
         print("bark-onnx: --torch-device cuda, but torch sees no CUDA device (torch.cuda.is_available() is False)",
               file=sys.stderr)
         return 2
-    from . import report
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     raw = out / "pytest-benchmark.json"
@@ -187,9 +186,7 @@ def _add_quality(args, results: dict) -> None:
 
 def _write(out: Path, results: dict) -> list[Path]:
     """results.json, results.md and (with matplotlib) chart.png; returns what it wrote."""
-    from . import report
-
-    write_atomic(out / "results.json", json.dumps(results, indent=2))
+    report.write_json(out / "results.json", results)
     write_atomic(out / "results.md", report.table(results))
     written = [out / "results.json", out / "results.md"]
     try:
@@ -208,16 +205,12 @@ def _torch_sees_cuda() -> bool:
 
 def _write_partial(raw: Path, out: Path) -> None:
     """After a failed run, the results of the cases that did run (results.json, results.md)."""
-    from . import report
-
     try:
         data = json.loads(raw.read_text())
     except (OSError, ValueError):
         return
     if data.get("benchmarks"):
-        results = report.summarize(data, {"partial": True})
-        (out / "results.json").write_text(json.dumps(results, indent=2))
-        (out / "results.md").write_text(report.table(results))
+        _write(out, report.summarize(data, {"partial": True}))
         print(f"bark-onnx: what did run is in {out / 'results.md'}", file=sys.stderr)
 
 
@@ -242,7 +235,7 @@ def cmd_fastpath(args) -> int:
 
     rows = run(args.size, args.threads)
     if args.out:
-        write_atomic(args.out, json.dumps(rows, indent=2))
+        report.write_json(args.out, rows)
     return 0
 
 
@@ -274,7 +267,7 @@ def cmd_int8(args) -> int:
         return 2
     result = run(args.size, args.threads, args.rounds, root=Path(args.cache) if args.cache else None)
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        report.write_json(args.out, result)
     return 0
 
 
@@ -287,7 +280,7 @@ def cmd_footprint(args) -> int:
     rows = run(args.size, [p.strip() for p in args.precisions.split(",")], Path(args.cache) if args.cache else None,
                args.threads, args.generations)
     if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=2))
+        report.write_json(args.out, rows)
     return 0
 
 
@@ -305,13 +298,11 @@ def cmd_ab(args) -> int:
     providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
     result = run(Path(args.model_a), Path(args.model_b), stages, args.rounds, args.threads, providers)
     if args.out:
-        write_atomic(Path(args.out), json.dumps(result, indent=2).encode())
+        report.write_json(args.out, result)
     return 0
 
 
 def cmd_compare(args) -> int:
-    from . import report
-
     baseline, current = report.load(Path(args.baseline)), report.load(Path(args.current))
     backends = [b.strip() for b in args.backends.split(",")] if args.backends else None
     failures = report.compare(baseline, current, args.threshold, backends)

@@ -13,7 +13,6 @@ Requests are fixed: EOS off and a set number of semantic tokens, so every run do
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import sys
 import time
@@ -22,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bark_onnx.files import write_atomic
 from bark_onnx.semantic import duration_for_tokens
 
 from .workload import TEXT
+from .report import write_json
 
 LEVELS = (1, 2, 4, 8)
 
@@ -176,7 +177,7 @@ def run(size: str, precisions: list[str], levels=LEVELS, tokens: int = 200, sema
         results[f"onnx-{precision}"] = r
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "concurrency.json").write_text(json.dumps(results, indent=2))
-        (out / "concurrency.md").write_text(table(results))
+        write_json(out / "concurrency.json", results)
+        write_atomic(out / "concurrency.md", table(results))
     print(table(results))
     return results

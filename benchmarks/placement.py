@@ -28,6 +28,8 @@ from bark_onnx.provider_options import session_providers
 from bark_onnx.providers import CPU, GPU_PROVIDERS
 from bark_onnx.sessions import make_placement
 
+from .report import write_json
+
 HEAVY_OPS = {
     "MatMul", "Gemm", "FusedMatMul", "MatMulNBits", "DynamicQuantizeMatMul", "MatMulInteger",
     "GroupQueryAttention", "MultiHeadAttention", "Attention", "Conv", "ConvTranspose", "LSTM",
@@ -135,7 +137,7 @@ def main(argv=None) -> int:
     work = Path(args.work or (Path(args.out).parent / "profiles" if args.out else "profiles"))
     result = check_model(Path(args.model_dir), providers, work)
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        write_json(args.out, result)
     for stage, g in result["graphs"].items():
         print(f"{stage:9s} {g['nodes']:4d} nodes  " + ", ".join(f"{p}: {n}" for p, n in g["providers"].items())
               + (f"  MISPLACED: {[m['op'] for m in g['misplaced']]}" if g["misplaced"] else ""))

@@ -13,12 +13,16 @@ REFERENCES = ("transformers", "reference")
 STAGE_ORDER = ("semantic", "coarse", "fine", "codec", "segment")
 
 
+def write_json(path, results) -> None:
+    """A measurement as JSON at `path`, written whole or not at all."""
+    write_atomic(path, json.dumps(results, indent=2) + "\n")
+
+
 def print_json(results: dict, out: str | None = None) -> None:
     """Print a measurement as JSON, and write it to `out` too when given."""
-    text = json.dumps(results, indent=2)
-    print(text)
+    print(json.dumps(results, indent=2))
     if out:
-        write_atomic(out, text + "\n")
+        write_json(out, results)
 
 
 def cpu_flags() -> str:

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .report import write_json
+
 TEXT = "Hello, my name is Suno. And, uh, I like pizza. [laughs] But I also have other interests."
 BANNER = re.compile(r"bark-onnx: serving \S+ on (http://\S+)")
 
@@ -256,6 +258,6 @@ def run(args) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2))
+        write_json(out, result)
         say(f"wrote {out}")
     return 0
