@@ -77,11 +77,16 @@ def test_seeded_draws_repeat_and_differ_by_seed():
 
 def test_seeded_steps_repeat_and_sample_their_rows_alone():
     """`sample` (one uniform number per row): the same seed gives the same tokens, and a row's token
-    does not depend on the rows drawn beside it when each row has its own generator."""
+    and probabilities do not depend on the rows drawn beside it (other logits, other filters' effect)."""
     logits = np.random.default_rng(0).normal(size=(3, 10_000))
     a = [S.sample(logits[i:i + 1], 0.7, np.random.default_rng(i))[0][0] for i in range(3)]
     b = [S.sample(logits[i:i + 1], 0.7, np.random.default_rng(i))[0][0] for i in range(3)]
     assert a == b
+    for seed in range(20):
+        alone, p_alone = S.sample(logits[:1], 0.7, np.random.default_rng(seed))
+        beside, p_beside = S.sample(np.vstack([logits[:1], 50 * logits[1:]]), 0.7, np.random.default_rng(seed))
+        assert beside[0] == alone[0]  # row 0 draws the first uniform number either way
+        np.testing.assert_array_equal(p_beside[0], p_alone[0])
     tokens = S.sample(logits, 0.7, np.random.default_rng(5), top_k=50)[0]
     kth = np.sort(logits, axis=-1)[:, -50][:, None]
     assert (logits[np.arange(3), tokens] >= kth[:, 0]).all()  # only top-k tokens are drawn
