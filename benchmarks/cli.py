@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bark_onnx.files import write_atomic
+from bark_onnx.providers import provider_names
 
 from . import report
 from .ab import STAGES as AB_STAGES
@@ -180,7 +181,7 @@ def _add_quality(args, results: dict) -> None:
     if not priced:
         return
     paths = prepare(args.size, ["fp32", *priced], Path(args.cache) if args.cache else None, progress=False)
-    providers = args.providers.split(",") if args.providers else None
+    providers = provider_names(args.providers)
     results["quality"] = {p: measure(paths["onnx-fp32"], paths[f"onnx-{p}"], providers=providers) for p in priced}
 
 
@@ -248,7 +249,7 @@ def cmd_concurrency(args) -> int:
         return 2
     run(args.size, [p.strip() for p in args.precisions.split(",") if p.strip()], levels, args.tokens,
         args.semantic_tokens, args.threads, Path(args.out) if args.out else None,
-        Path(args.cache) if args.cache else None, args.providers.split(",") if args.providers else None)
+        Path(args.cache) if args.cache else None, provider_names(args.providers))
     return 0
 
 
@@ -295,7 +296,7 @@ def cmd_ab(args) -> int:
     if args.rounds < 1:
         print("bark-onnx: --rounds must be at least 1", file=sys.stderr)
         return 2
-    providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
+    providers = provider_names(args.providers)
     result = run(Path(args.model_a), Path(args.model_b), stages, args.rounds, args.threads, providers)
     if args.out:
         report.write_json(args.out, result)

@@ -10,10 +10,7 @@ from pathlib import Path
 
 from .audio import GrowingWav, write_pcm
 from .errors import BarkOnnxError
-
-
-def _providers(text: str | None):
-    return None if not text else [p.strip() for p in text.split(",") if p.strip()]
+from .providers import provider_names
 
 
 def _number(kind, test, want: str):
@@ -82,8 +79,8 @@ def _load(model: str | None, providers, threads, silent: bool, offline: bool = F
     from .cache import ensure_model
 
     model_dir = model if model else ensure_model(small=True, progress=not silent, offline=offline,
-                                                 providers=_providers(providers))
-    return Bark.load(model_dir, providers=_providers(providers), threads=threads, offline=offline)
+                                                 providers=provider_names(providers))
+    return Bark.load(model_dir, providers=provider_names(providers), threads=threads, offline=offline)
 
 
 def cmd_say(args) -> int:
@@ -156,6 +153,6 @@ def cmd_demo(args) -> int:
                             f"pip install 'bark-onnx[export]' ({err})") from None
     from .cache import machine_precision
 
-    providers = _providers(args.providers)
+    providers = provider_names(args.providers)
     return run_demo(size=args.size, precision=args.precision or machine_precision(providers), seconds=args.seconds,
                     out=args.out, providers=providers, threads=args.threads, silent=args.silent)

@@ -76,6 +76,15 @@ def session_device(session) -> str:
     return "cuda" if session.get_providers()[0] in GPU_PROVIDERS else "cpu"
 
 
+def provider_names(value) -> tuple[str, ...] | None:
+    """Providers as a command line or a config gives them ("cuda,cpu", or a list) -> names; None or
+    nothing named: None (the default choice)."""
+    if value is None:
+        return None
+    names = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(n).strip() for n in names if str(n).strip()) or None
+
+
 def resolve_providers(requested=None) -> tuple[str, ...]:
     """The providers to ask for, best first, always ending with the CPU provider."""
     available = ort.get_available_providers()

@@ -267,8 +267,16 @@ def test_say_and_demo_pick_the_machine_precision(gpu_build, tmp_path):
     gpu_build.setattr(demo, "run_demo", lambda **kw: seen.setdefault("demo", kw["precision"]) and 0)
     with pytest.raises(BarkOnnxError, match="stop here"):
         cli_runtime._load(None, "cuda,cpu", None, True)
-    assert seen["say"] == (None, ["cuda", "cpu"])  # ensure_model resolves None with these providers
+    assert seen["say"] == (None, ("cuda", "cpu"))  # ensure_model resolves None with these providers
     args = cli_runtime.argparse.Namespace(size="tiny", precision=None, seconds=1.0, out=None, providers=None,
                                           threads=None, silent=True)
     cli_runtime.cmd_demo(args)
     assert seen["demo"] == "fp16"
+
+
+def test_provider_names_from_a_command_line_or_a_config():
+    from bark_onnx.providers import provider_names
+
+    assert provider_names("cuda, cpu") == ("cuda", "cpu")
+    assert provider_names(["cuda", " cpu "]) == ("cuda", "cpu")
+    assert provider_names(None) is None and provider_names("") is None and provider_names(" , ") is None

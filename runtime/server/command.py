@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise BarkOnnxError(f"{SERVE_HINT} ({err})") from None
     from ..bark import Bark
+    from ..providers import provider_names
     from .settings import ServerSettings
 
     settings = ServerSettings(
@@ -94,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
             from ..cache import ensure_model
 
             model = ensure_model(small=True, progress=True)
-        providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
-        tts = Bark.load(model, providers=providers, threads=args.threads, max_batch=args.max_batch,
+        tts = Bark.load(model, providers=provider_names(args.providers), threads=args.threads, max_batch=args.max_batch,
                         max_queue=args.max_queue)
     except BaseException:
         sock.close()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from ray import serve
 
 from ..errors import InputError
+from ..providers import provider_names
 from .settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -199,13 +200,6 @@ def application(plan: ReplicaPlan, replicas: int = 1, autoscale: tuple[int, int]
     return SpeechReplica.options(**deployment_options(plan, replicas, autoscale, drain_timeout_s)).bind(plan)
 
 
-def _providers(value) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    names = value.split(",") if isinstance(value, str) else list(value)
-    return tuple(str(n).strip() for n in names if str(n).strip()) or None
-
-
 def build(args: dict):
     """The application builder for Serve config files (`import_path: bark_onnx.server.ray_app:build`).
 
@@ -229,7 +223,7 @@ def build(args: dict):
         api_key=args.get("api_key") or os.environ.get("BARK_ONNX_API_KEY") or None,
         max_input_chars=args.get("max_input_chars", 4096),
         request_timeout_s=float(args.get("request_timeout", 600.0)))
-    plan = ReplicaPlan(model, settings, providers=_providers(args.get("providers")), threads=args.get("threads", 1),
+    plan = ReplicaPlan(model, settings, providers=provider_names(args.get("providers")), threads=args.get("threads", 1),
                        gpus=args.get("gpus"), max_batch=args.get("max_batch", 8), max_queue=args.get("max_queue", 64),
                        instance=args.get("instance"), offline=bool(args.get("offline", False)))
     autoscale = parse_autoscale(args["autoscale"]) if args.get("autoscale") else None

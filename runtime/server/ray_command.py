@@ -134,7 +134,9 @@ def run_ray(args, settings) -> int:
 
     autoscale = parse_autoscale(args.autoscale) if args.autoscale else None
     replicas = args.replicas if args.replicas is not None else 1
-    providers = tuple(p.strip() for p in args.providers.split(",") if p.strip()) if args.providers else None
+    from ..providers import provider_names
+
+    providers = provider_names(args.providers)
     plan = ReplicaPlan(args.model or DEFAULT_MODEL, settings, providers=providers,
                        threads=1 if args.threads is None else args.threads, gpus=args.gpus_per_replica,
                        max_batch=args.max_batch, max_queue=args.max_queue, instance=args.instance,
