@@ -47,6 +47,16 @@ def _make_parents(folder: Path) -> list[Path]:
     return missing
 
 
+def wav_header(sample_rate: int, data_bytes: int | None) -> bytes:
+    """The 44-byte header of 16-bit mono PCM WAV; `data_bytes` None: sizes that say "unknown, read to the
+    end" (a stream whose length is not known when it starts)."""
+    unknown = 0xFFFFFFFF
+    riff = unknown if data_bytes is None else 36 + data_bytes
+    return (b"RIFF" + struct.pack("<I", riff) + b"WAVE"
+            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+            + b"data" + struct.pack("<I", unknown if data_bytes is None else data_bytes))
+
+
 class GrowingWav:
     """A WAV written in chunks under a temporary name beside `path`; `commit()` renames it into place.
 
@@ -79,9 +89,7 @@ class GrowingWav:
 
     def _write_header(self) -> None:
         self.file.seek(0)
-        self.file.write(b"RIFF" + struct.pack("<I", 36 + self.n_bytes) + b"WAVE")
-        self.file.write(b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, self.rate, self.rate * 2, 2, 16))
-        self.file.write(b"data" + struct.pack("<I", self.n_bytes))
+        self.file.write(wav_header(self.rate, self.n_bytes))
 
     def append(self, audio: np.ndarray) -> None:
         data = to_pcm16(audio)

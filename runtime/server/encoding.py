@@ -12,11 +12,10 @@ from __future__ import annotations
 import base64
 import io
 import json
-import struct
 
 import numpy as np
 
-from ..audio import to_pcm16
+from ..audio import to_pcm16, wav_header
 
 MEDIA_TYPES = {
     "pcm": "audio/pcm",
@@ -25,16 +24,13 @@ MEDIA_TYPES = {
     "mp3": "audio/mpeg",
     "opus": "audio/ogg",
 }
-UNKNOWN_SIZE = 0xFFFFFFFF
 _SOUNDFILE = {"flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"), "opus": ("OGG", "OPUS"),
               "wav": ("WAV", "PCM_16")}
 
 
 def wav_stream_header(sample_rate: int) -> bytes:
     """A 16-bit mono PCM WAV header whose sizes say "unknown, read to the end"."""
-    return (b"RIFF" + struct.pack("<I", UNKNOWN_SIZE) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
-            + b"data" + struct.pack("<I", UNKNOWN_SIZE))
+    return wav_header(sample_rate, None)
 
 
 class StreamEncoder:
