@@ -41,13 +41,13 @@ class Backend:
 
 
 class OnnxBackend(Backend):
-    def __init__(self, model_dir: Path, threads: int | None = None, providers=None):
+    def __init__(self, model_dir: Path, threads: int | None = None, providers=None, cuda_graph: bool | None = None):
         from bark_onnx import Bark
 
         from .devices import OnnxGpuMemory
 
         self.memory = OnnxGpuMemory()  # its baseline: before the sessions exist
-        self.tts = Bark.load(model_dir, providers=providers, threads=threads)
+        self.tts = Bark.load(model_dir, providers=providers, threads=threads, cuda_graph=cuda_graph)
 
     def gpu_memory(self):
         return self.memory.read() if self.tts.placement.on_gpu else (None, None)

@@ -16,38 +16,32 @@ from pathlib import Path
 
 import numpy as np
 
+from bark_onnx.providers import provider_names
+
 from .report import print_json
-from .workload import SEGMENT, SEED, TEXT
+from .workload import SEGMENT, STAGES
 
 
-def _stages(tts) -> dict[str, tuple[float, object]]:
-    w, inputs = SEGMENT, SEGMENT.inputs()
-    out = {}
-    t = time.perf_counter()
-    semantic = tts.text_to_semantic(TEXT, seed=SEED, allow_early_stop=False, max_gen_duration_s=w.max_gen_duration_s,
-                                    silent=True)
-    out["semantic"] = (time.perf_counter() - t, semantic)
-    t = time.perf_counter()
-    coarse = tts.semantic_to_coarse(inputs["semantic"], temperature=0.7, seed=SEED, silent=True)
-    out["coarse"] = (time.perf_counter() - t, coarse)
-    t = time.perf_counter()
-    fine = tts.coarse_to_fine(inputs["coarse"], temperature=0.5, seed=SEED)
-    out["fine"] = (time.perf_counter() - t, fine)
-    t = time.perf_counter()
-    audio = tts.decode(inputs["fine"])
-    out["codec"] = (time.perf_counter() - t, audio)
+def _stages(backend) -> dict[str, tuple[float, object]]:
+    """Seconds and output of each stage of the benchmark segment, as `bark-onnx bench` runs them."""
+    inputs, out = SEGMENT.inputs(), {}
+    for stage in STAGES:
+        t = time.perf_counter()
+        result = getattr(backend, stage)(SEGMENT, inputs)
+        out[stage] = (time.perf_counter() - t, result)
     return out
 
 
 def measure(model_dir: Path, providers=None, rounds: int = 3) -> dict:
-    from bark_onnx import Bark
+    from .backends import OnnxBackend
 
     results = {}
     tokens = {}
     for mode in (False, True):
-        tts = Bark.load(model_dir, providers=providers, cuda_graph=mode)
+        backend = OnnxBackend(model_dir, providers=providers, cuda_graph=mode)
+        tts = backend.tts
         tts.generate("warm up", seed=0, silent=True, max_gen_duration_s=0.5)
-        runs = [_stages(tts) for _ in range(rounds)]
+        runs = [_stages(backend) for _ in range(rounds)]
         name = "cuda_graph" if mode else "full_graphs"
         results[name] = {stage: float(np.median([r[stage][0] for r in runs])) for stage in runs[0]}
         results[name]["segment_stages_total"] = sum(results[name].values())
@@ -67,7 +61,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
-    results = measure(Path(args.model_dir), args.providers.split(",") if args.providers else None, args.rounds)
+    results = measure(Path(args.model_dir), provider_names(args.providers), args.rounds)
     print_json(results, args.out)
     return 0
 

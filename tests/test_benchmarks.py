@@ -332,3 +332,13 @@ def test_ab_times_two_model_directories_in_turns(baseline, tmp_path):
     assert bad.returncode == 2 and "--stages takes some of" in bad.stderr
     missing = bench("bench-ab", str(a), str(tmp_path / "nowhere"), "--stages", "codec", "--rounds", "1")
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
+
+
+def test_graph_steps_time_both_step_paths_and_compare_their_tokens(model_dirs):
+    from bark_onnx.benchmarks.graph_steps import measure
+
+    result = measure(model_dirs["suno-tiny"], ["cpu"], rounds=1)
+    for mode in ("full_graphs", "cuda_graph"):
+        assert {"semantic", "coarse", "fine", "codec"} <= set(result[mode]) and result[mode]["semantic"] > 0
+    assert not result["full_graphs"]["step_graphs_in_use"]
+    assert result["same_tokens"] == {"semantic": True, "coarse": True, "fine": True}
