@@ -168,18 +168,10 @@ class CausalDecoder:
         for s in seqs:
             if s.length + 1 > self.max_len:
                 raise InputError(f"sequence of {s.length + 1} positions exceeds the model's {self.max_len}")
-        out = None
-        if self.fixed is not None:
-            try:
-                out = self.fixed.run(seqs, tokens[:, 0])
-            except Exception as err:  # e.g. a provider that cannot capture this graph: the usual calls still work
-                logger.warning("step-only graph failed (%s); stepping through the full graph from now on", err)
-                self.fixed = None
-        if out is not None:
-            pass
-        elif self.inplace:
+        out = self._fixed_step(seqs, tokens) if self.fixed is not None else None
+        if out is None and self.inplace:
             out = self._run(seqs, tokens, None, [s.length for s in seqs])
-        else:
+        elif out is None:
             out = np.concatenate([self._run([s], tokens[i:i + 1], None, [s.length]) for i, s in enumerate(seqs)])
         for s in seqs:
             s.length += 1
@@ -194,6 +186,25 @@ class CausalDecoder:
         return k[:, :, : seq.length], v[:, :, : seq.length]
 
     # ------------------------------------------------------------ internals
+
+    def _fixed_step(self, seqs: list[Sequence], tokens: np.ndarray) -> np.ndarray | None:
+        """The step through the step-only graph; None (and the full graph from now on) if it fails."""
+        try:
+            return self.fixed.run(seqs, tokens[:, 0])
+        except Exception as err:  # e.g. a provider that cannot capture this graph: the usual calls still work
+            logger.warning("step-only graph failed (%s); stepping through the full graph from now on", err)
+            self.fixed = None
+            return None
+
+    def rows_input(self, lo: int, hi: int, seqs: list[Sequence], ids: np.ndarray, past) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids (hi - lo, S) and past lengths (hi - lo,) of rows lo..hi-1: the sequences' own, the
+        other rows riding along with zeros at their idle position (see idle_past)."""
+        all_ids = np.zeros((hi - lo, ids.shape[1]), np.int64)
+        all_past = np.array([self.idle_past(r) for r in range(lo, hi)], dtype=np.int64)
+        at = [s.row - lo for s in seqs]
+        all_ids[at] = ids
+        all_past[at] = past
+        return all_ids, all_past
 
     def kept_positions(self, seq: Sequence, ids: np.ndarray, merge: np.ndarray | None) -> int:
         """Positions of the new prompt that the row already holds (a common prefix), leaving one to run."""
@@ -236,14 +247,11 @@ class CausalDecoder:
         if hi - lo == len(seqs) and rows == list(range(lo, hi)):
             all_ids, all_merge, all_past = ids, merge, np.asarray(past, dtype=np.int64)
         else:  # rows between the stepping ones ride along (see idle_past)
-            all_ids = np.zeros((hi - lo, ids.shape[1]), np.int64)
-            all_merge = None if merge is None else np.full_like(all_ids, self.info.merge_none_id)
-            all_past = np.array([self.idle_past(r) for r in range(lo, hi)], dtype=np.int64)
-            for i, r in enumerate(rows):
-                all_ids[r - lo] = ids[i]
-                all_past[r - lo] = past[i]
-                if merge is not None:
-                    all_merge[r - lo] = merge[i]
+            all_ids, all_past = self.rows_input(lo, hi, seqs, ids, past)
+            all_merge = None
+            if merge is not None:
+                all_merge = np.full_like(all_ids, self.info.merge_none_id)
+                all_merge[[r - lo for r in rows]] = merge
         b.bind_cpu_input("input_ids", all_ids)
         if self.has_merge:
             b.bind_cpu_input("merge_ids", all_merge if all_merge is not None
@@ -303,11 +311,8 @@ class FixedStep:
 
     def run(self, seqs: list[Sequence], tokens: np.ndarray) -> np.ndarray:
         dec = self.decoder
-        ids = np.zeros((dec.max_rows, 1), np.int64)
-        past = np.array([dec.idle_past(r) for r in range(dec.max_rows)], dtype=np.int64)
+        ids, past = dec.rows_input(0, dec.max_rows, seqs, np.asarray(tokens).reshape(-1, 1), [s.length for s in seqs])
         rows = [s.row for s in seqs]
-        ids[rows, 0] = tokens
-        past[rows] = [s.length for s in seqs]
         self.ids.update_inplace(ids)
         self.past.update_inplace(past)
         self.session.run_with_iobinding(self.binding)
