@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import httpx
+import pytest
 
 from bark_onnx.benchmarks.serve_load import ServerProcess, parse_metrics
 
@@ -141,3 +142,12 @@ def test_the_cli_needs_no_fastapi_until_serve_runs():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "pip install 'bark-onnx[serve]'" in proc.stderr
+
+
+def test_serve_checks_threads_as_say_does():
+    from bark_onnx.cli import main
+
+    for command in (["serve", "--port", "0"], ["say", "hi", "--out", "x.wav"]):
+        with pytest.raises(SystemExit) as stop:
+            main([*command, "--threads", "0"])
+        assert stop.value.code == 2

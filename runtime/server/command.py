@@ -16,6 +16,7 @@ import socket
 import sys
 from pathlib import Path
 
+from ..cli_runtime import threads_type
 from ..errors import BarkOnnxError
 from .ray_command import add_arguments as add_ray_arguments, check_arguments as check_ray_arguments
 
@@ -43,7 +44,7 @@ def add_parser(sub) -> None:
     p.add_argument("--served-model-name", help="the model name clients send (default: the model's folder name)")
     p.add_argument("--instance", help="this server's name in the X-Bark-Onnx-Instance header (default: host name)")
     p.add_argument("--providers", help="comma-separated execution providers, e.g. cuda,cpu (default: best available)")
-    p.add_argument("--threads", type=int, help="CPU threads per session (default: the cores available; with --ray: "
+    p.add_argument("--threads", type=threads_type, help="CPU threads per session (default: the cores available; with --ray: "
                                                "1, and each replica reserves that many CPUs)")
     add_ray_arguments(p)
     p.set_defaults(func=run)
