@@ -85,6 +85,11 @@ def provider_names(value) -> tuple[str, ...] | None:
     return tuple(str(n).strip() for n in names if str(n).strip()) or None
 
 
+def names_a_gpu(names) -> bool:
+    """Whether providers given by name ("cuda", "TensorrtExecutionProvider", ...) include a GPU one."""
+    return any(SHORT_NAMES.get(str(n).lower(), str(n)) in GPU_PROVIDERS for n in names or ())
+
+
 def resolve_providers(requested=None) -> tuple[str, ...]:
     """The providers to ask for, best first, always ending with the CPU provider."""
     available = ort.get_available_providers()

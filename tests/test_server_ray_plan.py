@@ -167,7 +167,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     (["--ray-address", "127.0.0.1:6379", "--gpus-per-replica", "1"], "--ray-address, --gpus-per-replica only apply"),
     (["--ray", "--autoscale", "3:1"], "MIN:MAX"),
     (["--ray", "--replicas", "0"], "replicas must be a positive integer"),
-    (["--ray", "--threads", "0"], "threads must be a positive integer"),
+    (["--ray", "--threads", "0"], "not a positive number of threads"),
 ])
 def test_serve_refuses_bad_ray_options_before_starting_anything(args, message, model_dirs):
     proc = run_cli("--model", str(model_dirs["suno-tiny"]), "--port", "0", *args)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from ray import serve
 
 from ..errors import InputError
-from ..providers import provider_names
+from ..providers import names_a_gpu, provider_names
 from .settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 REPLICA_HEADER = "x-bark-replica"
 DEPLOYMENT = "BarkSpeech"
 APP_NAME = "bark"
-GPU_PROVIDER_NAMES = {"cuda", "tensorrt", "trt", "cudaexecutionprovider", "tensorrtexecutionprovider"}
 # A replica whose model cannot load fails the deployment after this many tries, instead of Serve's 20.
 CONSTRUCTOR_RETRIES = 3
 
@@ -79,8 +78,7 @@ class ReplicaPlan:
     def replica_gpus(self) -> float:
         if self.gpus is not None:
             return float(self.gpus)
-        names = {p.lower() for p in self.providers or ()}
-        return 1.0 if names & GPU_PROVIDER_NAMES else 0.0
+        return 1.0 if names_a_gpu(self.providers) else 0.0
 
     @property
     def capacity(self) -> int:

@@ -21,13 +21,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ..cache import HUB_MODELS
 from ..errors import BarkOnnxError
 from ..offline import is_offline
 
 logger = logging.getLogger(__name__)
 
 RAY_HINT = "serve --ray needs the ray extra: pip install 'bark-onnx[ray]'"
-DEFAULT_MODEL = "suno/bark-small"  # exported into the cache on first use, as `bark-onnx serve` does
+DEFAULT_MODEL = HUB_MODELS[True]  # exported into the cache on first use, as `bark-onnx serve` does
 # The local instance's shared-memory object store: requests and audio chunks travel as small
 # messages, so Ray's default (30 % of the machine's memory) would only reserve memory.
 LOCAL_OBJECT_STORE_BYTES = 128 * 2 ** 20
