@@ -35,11 +35,7 @@ from .tokenizer import write_tokenizer
 
 logger = logging.getLogger(__name__)
 
-# Vocabulary columns each causal loop samples from (Bark's algorithm: the semantic loop
-# reads the 10 000 semantic tokens and the EOS logit; the coarse loop reads
-# the two codebooks' 2 x 1024 columns after the semantic vocabulary).
-SEMANTIC_LOGITS = (0, C.SEMANTIC_VOCAB_SIZE + 1)
-COARSE_LOGITS = (C.SEMANTIC_VOCAB_SIZE, C.SEMANTIC_VOCAB_SIZE + C.N_COARSE_CODEBOOKS * C.CODEBOOK_SIZE)
+SEMANTIC_LOGITS, COARSE_LOGITS = C.SEMANTIC_LOGITS, C.COARSE_LOGITS  # the columns each causal loop samples from
 
 
 def save_graph(model: onnx.ModelProto, path: Path) -> int:

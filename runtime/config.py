@@ -351,13 +351,11 @@ def _check_bark_layout(config: ModelConfig) -> None:
                          "none; the stages are mixed up")
     if config.codec.n_codebooks != C.N_FINE_CODEBOOKS or config.codec.codebook_size != C.CODEBOOK_SIZE:
         raise ValueError(f"codec must decode {C.N_FINE_CODEBOOKS} codebooks of {C.CODEBOOK_SIZE} codes")
-    logits = {"semantic": (0, C.SEMANTIC_VOCAB_SIZE + 1),
-              "coarse": (C.SEMANTIC_VOCAB_SIZE, C.N_COARSE_CODEBOOKS * C.CODEBOOK_SIZE),
-              "fine": (0, C.CODEBOOK_SIZE)}
-    for stage, (start, size) in logits.items():
+    logits = {"semantic": C.SEMANTIC_LOGITS, "coarse": C.COARSE_LOGITS, "fine": C.FINE_LOGITS}
+    for stage, (start, stop) in logits.items():
         info, cfg = config.graphs[stage], getattr(config, stage)
-        if (info.logits_start, info.logits_size) != (start, size) or start + size > cfg.output_vocab_size:
-            raise ValueError(f"graphs.{stage} must return logits columns [{start}, {start + size}) of its "
+        if (info.logits_start, info.logits_size) != (start, stop - start) or stop > cfg.output_vocab_size:
+            raise ValueError(f"graphs.{stage} must return logits columns [{start}, {stop}) of its "
                              f"{cfg.output_vocab_size}, got [{info.logits_start}, "
                              f"{info.logits_start + info.logits_size})")
     for stage in ("semantic", "coarse", "fine"):

@@ -31,3 +31,10 @@ FINE_HISTORY = 512
 
 # Coarse tokens per semantic token (two codebooks interleaved): 3.006...
 SEMANTIC_TO_COARSE_RATIO = COARSE_RATE_HZ / SEMANTIC_RATE_HZ * N_COARSE_CODEBOOKS
+
+# Logits columns [start, stop) each graph returns (Bark's algorithm): the semantic loop reads the
+# 10 000 semantic tokens and the EOS logit, the coarse loop the two codebooks' 2 x 1024 columns after
+# the semantic vocabulary, the fine model one codebook's 1024 codes.
+SEMANTIC_LOGITS = (0, SEMANTIC_VOCAB_SIZE + 1)
+COARSE_LOGITS = (SEMANTIC_VOCAB_SIZE, SEMANTIC_VOCAB_SIZE + N_COARSE_CODEBOOKS * CODEBOOK_SIZE)
+FINE_LOGITS = (0, CODEBOOK_SIZE)
