@@ -24,6 +24,7 @@ from pathlib import Path
 from ..cache import HUB_MODELS
 from ..errors import BarkOnnxError
 from ..offline import is_offline
+from ..providers import provider_names
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +136,7 @@ def run_ray(args, settings) -> int:
 
     autoscale = parse_autoscale(args.autoscale) if args.autoscale else None
     replicas = args.replicas if args.replicas is not None else 1
-    from ..providers import provider_names
-
-    providers = provider_names(args.providers)
-    plan = ReplicaPlan(args.model or DEFAULT_MODEL, settings, providers=providers,
+    plan = ReplicaPlan(args.model or DEFAULT_MODEL, settings, providers=provider_names(args.providers),
                        threads=1 if args.threads is None else args.threads, gpus=args.gpus_per_replica,
                        max_batch=args.max_batch, max_queue=args.max_queue, instance=args.instance,
                        offline=is_offline())  # the replicas follow this command's offline switch
