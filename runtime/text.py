@@ -33,7 +33,8 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def _check_text(text) -> None:
+def check_text(text) -> None:
+    """A text Bark can take: a string with something to say, valid Unicode; else InputError."""
     if not isinstance(text, str):
         raise InputError(f"text must be a string, got {type(text).__name__}")
     if _NON_SPACE.search(text) is None:
@@ -80,7 +81,7 @@ class TextEncoder:
 
     def token_ids(self, text: str) -> np.ndarray:
         """Text tokens with Bark's offset, at most 256 (warns when it cuts, as Bark does), int64 (n,)."""
-        _check_text(text)
+        check_text(text)
         ids, cut, n_chars = self._first_tokens(text)
         if not ids:
             raise InputError(f"text {text[:60]!r} has no tokens Bark can read")

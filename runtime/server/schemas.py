@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import InputError
 from ..longform import MAX_WORDS, split_text
 from ..options import PIPELINE_KEYWORDS, GenerationOptions, resolve
+from ..text import check_text
 from .errors import ApiError
 from .settings import ServerSettings
 
@@ -104,13 +105,15 @@ def plan_request(body: SpeechRequest, settings: ServerSettings, voices: frozense
         raise ApiError(400, f"model {body.model!r} is not served here; use one of "
                             f"{', '.join(settings.model_names)}", param="model", code="model_not_found")
     text = body.input
-    for name in ("input", "instructions"):
-        try:
-            (getattr(body, name) or "").encode("utf-8")
-        except UnicodeEncodeError:  # JSON can carry lone surrogates ("\ud800"); no tokenizer takes them
-            raise _bad(f"{name} holds characters that are not valid Unicode (lone surrogates)", name) from None
-    if not text.strip():
-        raise _bad("input is empty; give Bark something to say", "input")
+    try:
+        check_text(text)  # the runtime's own check: something to say, valid Unicode
+    except InputError as err:
+        raise _bad(str(err), "input") from None
+    try:
+        (body.instructions or "").encode("utf-8")
+    except UnicodeEncodeError:  # JSON can carry lone surrogates ("\ud800")
+        raise _bad("instructions hold characters that are not valid Unicode (lone surrogates)",
+                   "instructions") from None
     if len(text) > settings.max_input_chars:
         raise _bad(f"input is {len(text)} characters; this server takes at most {settings.max_input_chars}",
                    "input", "string_above_max_length")
