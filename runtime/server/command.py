@@ -50,7 +50,8 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (0: a free port), or a BarkOnnxError saying what to change."""
     if not 0 <= port <= 65535:
         raise BarkOnnxError(f"--port must lie in [0, 65535], got {port}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         from .ray_command import run_ray
 
         return run_ray(args, settings)
-    sock = _listen(args.host, args.port)  # first: a port in use fails before minutes of loading
+    sock = listen(args.host, args.port)  # first: a port in use fails before minutes of loading
     try:
         if args.model:
             model = args.model

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from dataclasses import replace
@@ -67,16 +66,10 @@ def check_arguments(args) -> None:
 
 def _free_port(host: str, port: int) -> int:
     """`port` if it is free on `host`, a free one for 0; Serve's proxy binds it a moment later."""
-    if not 0 <= port <= 65535:
-        raise BarkOnnxError(f"--port must lie in [0, 65535], got {port}")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.bind((host, port))
-            return sock.getsockname()[1]
-    except OSError as err:
-        raise BarkOnnxError(f"cannot listen on {host}:{port} ({err.strerror or err}); "
-                            "pick another --port or --host") from None
+    from .command import listen  # command imports this module's arguments
+
+    with listen(host, port) as sock:
+        return sock.getsockname()[1]
 
 
 def _model(args, local: bool, offline: bool) -> str:
