@@ -125,7 +125,7 @@ EOF
 }
 
 # This project, without network: pip builds it with the setuptools already installed; where it cannot,
-# a folder of links gives the same package layout (runtime/ is bark_onnx, export/ bark_onnx.export, ...).
+# a link to src/bark_onnx gives the same package.
 install_project() {
     local site=$WORK/site-project
     rm -rf "$site"
@@ -134,9 +134,8 @@ install_project() {
         return 0
     fi
     echo "pip could not build the project here; linking the sources instead"
-    rm -rf "$site" && mkdir -p "$site/bark_onnx" || return 1
-    ln -s "$REPO"/runtime/*.py "$site/bark_onnx/" || return 1
-    for sub in export kernels benchmarks; do ln -s "$REPO/$sub" "$site/bark_onnx/$sub" || return 1; done
+    rm -rf "$site" && mkdir -p "$site" || return 1
+    ln -s "$REPO/src/bark_onnx" "$site/bark_onnx" || return 1
 }
 
 check_imports() {
