@@ -143,7 +143,7 @@ check_imports() {
 import sys
 import onnxruntime as ort
 import bark_onnx
-from bark_onnx.providers import cuda_status
+from bark_onnx.runtime.sessions.providers import cuda_status
 cpu_run, work = sys.argv[1] == "1", sys.argv[2]
 print(f"onnxruntime {ort.__version__} from {ort.__file__}: {ort.get_available_providers()}")
 print(f"bark_onnx from {bark_onnx.__file__}")
@@ -176,7 +176,7 @@ check_placement() {  # $1: size
 time_stages() {  # $1: size; per-stage seconds of one 13 s segment, and the fp16 price unless --no-price
     local status price=()
     [ "$PRICE" = 1 ] || price=(--no-quality)
-    "$PY" -m bark_onnx.cli bench --size "$1" --backends onnx-fp16,transformers --providers "$PROVIDERS" \
+    "$PY" -m bark_onnx.cli bench stages --size "$1" --backends onnx-fp16,transformers --providers "$PROVIDERS" \
         --torch-device "$TORCH_DEVICE" --stages semantic,coarse,fine,codec --rounds 1 --segment-rounds 1 \
         --cache "$WORK/models" --out "$WORK/bench-$1" "${price[@]}"
     status=$?
@@ -198,7 +198,7 @@ step_parts() {  # $1: size; where one decoding step's time goes (replay, logits 
 
 concurrency() {  # $1: size; many requests on one model against the same ones in a row
     local status
-    "$PY" -m bark_onnx.cli bench-concurrency --size "$1" --precisions fp16 --levels 1,4,16 --tokens 200 \
+    "$PY" -m bark_onnx.cli bench concurrency --size "$1" --precisions fp16 --levels 1,4,16 --tokens 200 \
         --providers "$PROVIDERS" --cache "$WORK/models" --out "$WORK/concurrency-$1"
     status=$?
     [ -f "$WORK/concurrency-$1/concurrency.md" ] && cp "$WORK/concurrency-$1/concurrency.md" "$OUT/concurrency-$1.md"

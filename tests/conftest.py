@@ -78,7 +78,7 @@ def bert_tokenize(checkpoints):
 @pytest.fixture(scope="session")
 def bark_presets() -> Path:
     """Suno's real presets from an installed `bark==0.1.5` wheel (CI installs it with --no-deps)."""
-    from bark_onnx.voices import bark_package_prompts
+    from bark_onnx.runtime.model.voices import bark_package_prompts
 
     prompts = bark_package_prompts()
     if prompts is None:

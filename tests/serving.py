@@ -101,20 +101,20 @@ class ScriptedBark:
 
     def __init__(self, tts):
         self.tts = tts
-        self.calls: list[tuple[str, object, dict]] = []
+        self.calls: list = []  # the Requests submitted
         self.jobs: list = []
         self.gate = threading.Event()
 
     def __getattr__(self, name):
         return getattr(self.tts, name)
 
-    def submit(self, text, voice=None, **keywords):
-        self.calls.append((text, voice, keywords))
-        if text in SCRIPTS:
-            job = ScriptedJob(*SCRIPTS[text])
-        elif text.startswith("gated"):
-            job = GatedJob(self.tts.submit(text, voice, **keywords), self.gate)
+    def submit(self, request):
+        self.calls.append(request)
+        if request.text in SCRIPTS:
+            job = ScriptedJob(*SCRIPTS[request.text])
+        elif request.text.startswith("gated"):
+            job = GatedJob(self.tts.submit(request), self.gate)
         else:
-            job = self.tts.submit(text, voice, **keywords)
+            job = self.tts.submit(request)
         self.jobs.append(job)
         return job

@@ -19,7 +19,7 @@ def bench(*args, timeout=900):
 def baseline(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     out = root / "base"
-    proc = bench("bench", "--size", "tiny", "--backends", "onnx-fp32,onnx-int8,reference,transformers",
+    proc = bench("bench", "stages", "--size", "tiny", "--backends", "onnx-fp32,onnx-int8,reference,transformers",
                  "--stages", "semantic,coarse,codec,segment,first_audio,semantic_b1,semantic_b8",
                  "--rounds", "1", "--segment-rounds", "1", "--out", str(out), "--cache", str(root / "cache"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -69,12 +69,12 @@ def test_compare_fails_on_a_slowed_run(baseline, tmp_path):
     results = json.loads((base / "results.json").read_text())
     slow = tmp_path / "slow.json"
     slow.write_text(json.dumps(_slowed(results, {"semantic": 1.6, "codec": 1.6, "coarse": 1.4})))
-    proc = bench("bench-compare", str(base / "results.json"), str(slow), "--threshold", "0.5",
+    proc = bench("bench", "compare", str(base / "results.json"), str(slow), "--threshold", "0.5",
                  "--backends", "onnx-fp32")
     assert proc.returncode == 1
     named = [line.split(":")[0].strip() for line in proc.stderr.splitlines()[1:]]
     assert named == ["onnx-fp32 semantic", "onnx-fp32 codec"], proc.stderr
-    proc = bench("bench-compare", str(base / "results.json"), str(base / "results.json"))
+    proc = bench("bench", "compare", str(base / "results.json"), str(base / "results.json"))
     assert proc.returncode == 0 and "no stage slower" in proc.stdout
     raw = json.loads((base / "pytest-benchmark.json").read_text())
     for b in raw["benchmarks"]:
@@ -82,7 +82,7 @@ def test_compare_fails_on_a_slowed_run(baseline, tmp_path):
             b["stats"]["median"] *= 2
     slow_raw = tmp_path / "slow-pytest-benchmark.json"
     slow_raw.write_text(json.dumps(raw))
-    proc = bench("bench-compare", str(base / "pytest-benchmark.json"), str(slow_raw), "--threshold", "0.5",
+    proc = bench("bench", "compare", str(base / "pytest-benchmark.json"), str(slow_raw), "--threshold", "0.5",
                  "--backends", "onnx-fp32")
     assert proc.returncode == 1 and "onnx-fp32 codec" in proc.stderr
 
@@ -121,7 +121,7 @@ def test_bench_exports_again_when_the_exporter_changed(baseline, monkeypatch):
 def test_a_failed_run_keeps_what_it_measured(baseline):
     root, _ = baseline
     out = root / "partial"
-    proc = bench("bench", "--size", "tiny", "--backends", "onnx-fp32,nonesuch", "--stages", "codec",
+    proc = bench("bench", "stages", "--size", "tiny", "--backends", "onnx-fp32,nonesuch", "--stages", "codec",
                  "--rounds", "1", "--out", str(out), "--cache", str(root / "cache"), "--no-quality")
     assert proc.returncode == 1 and "what did run is in" in proc.stderr
     results = json.loads((out / "results.json").read_text())
@@ -134,7 +134,7 @@ def test_torch_device_cuda_without_a_gpu_stops_at_once(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    proc = bench("bench", "--size", "tiny", "--torch-device", "cuda", "--out", str(tmp_path), timeout=120)
+    proc = bench("bench", "stages", "--size", "tiny", "--torch-device", "cuda", "--out", str(tmp_path), timeout=120)
     assert proc.returncode == 2 and "torch sees no CUDA device" in proc.stderr
     assert not (tmp_path / "pytest-benchmark.json").exists()
 
@@ -246,10 +246,10 @@ def test_reference_loops_run_through_the_device_wrapper(reference_models, checkp
 
 
 def test_footprint_reports_disk_per_graph_and_the_runs_own_peak(baseline, tmp_path):
-    """bench-footprint: MB on disk per graph (the files' own sizes) and the VmHWM of one generation."""
+    """bench footprint: MB on disk per graph (the files' own sizes) and the VmHWM of one generation."""
     root, _ = baseline
     out = tmp_path / "footprint.json"
-    proc = bench("bench-footprint", "--size", "tiny", "--precisions", "int8", "--cache", str(root / "cache"),
+    proc = bench("bench", "footprint", "--size", "tiny", "--precisions", "int8", "--cache", str(root / "cache"),
                  "--generations", "2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = json.loads(out.read_text())
@@ -284,7 +284,7 @@ def test_a_segment_only_run_prints_no_empty_roofline_table():
 def test_int8_forms_time_both_and_rows_stay_independent_per_row(baseline, tmp_path):
     root, _ = baseline
     out = tmp_path / "int8.json"
-    proc = bench("bench-int8", "--size", "tiny", "--rounds", "1", "--cache", str(root / "cache"), "--out", str(out))
+    proc = bench("bench", "int8", "--size", "tiny", "--rounds", "1", "--cache", str(root / "cache"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     for form in ("per tensor", "per row"):
@@ -319,7 +319,7 @@ def test_ab_times_two_model_directories_in_turns(baseline, tmp_path):
     root, _ = baseline
     a, b = root / "cache" / "tiny" / "onnx-fp32", root / "cache" / "tiny" / "onnx-int8"
     out = tmp_path / "ab.json"
-    proc = bench("bench-ab", str(a), str(b), "--stages", "fine,codec,segment", "--rounds", "2", "--out", str(out))
+    proc = bench("bench", "ab", str(a), str(b), "--stages", "fine,codec,segment", "--rounds", "2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert set(result["stages"]) == {"fine", "codec", "segment"} and result["rounds"] == 2
@@ -328,9 +328,9 @@ def test_ab_times_two_model_directories_in_turns(baseline, tmp_path):
         ratio = np.median(np.array(seconds["B"]) / np.array(seconds["A"]))
         assert result["stages"][stage]["ratio_median"] == pytest.approx(ratio)
     assert "B / A" in proc.stdout and "round 2/2" in proc.stdout
-    bad = bench("bench-ab", str(a), str(b), "--stages", "coarse,warp")
+    bad = bench("bench", "ab", str(a), str(b), "--stages", "coarse,warp")
     assert bad.returncode == 2 and "--stages takes some of" in bad.stderr
-    missing = bench("bench-ab", str(a), str(tmp_path / "nowhere"), "--stages", "codec", "--rounds", "1")
+    missing = bench("bench", "ab", str(a), str(tmp_path / "nowhere"), "--stages", "codec", "--rounds", "1")
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
 
 

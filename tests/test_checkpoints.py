@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bark_onnx.errors import CheckpointError
+from bark_onnx.runtime.errors import CheckpointError
 from bark_onnx.export.checkpoints import load_checkpoint
 from bark_onnx.export.exporter import export_model
 from bark_onnx.export.factory import write_checkpoint

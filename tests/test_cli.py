@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from bark_onnx.audio import read_wav
+from bark_onnx.runtime.audio import read_wav
 
 
 def run_cli(*args, env=None, timeout=300):

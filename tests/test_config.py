@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bark_onnx import Bark, ModelDirError
-from bark_onnx.config import ModelConfig
+from bark_onnx.runtime.model.config import ModelConfig
 
 
 def linked_model(source: Path, dst: Path, config) -> Path:

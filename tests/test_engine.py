@@ -61,9 +61,9 @@ def test_stage_calls_from_threads_and_lists_equal_solo(tts):
 
 def test_a_stopped_stream_frees_its_rows_and_others_go_on(tts):
     t = tts["suno-tiny"]
-    expected = t.submit("hello world", seed=1, max_gen_duration_s=1.0).result(timeout=120)  # alone
+    expected = t.stream("hello world", seed=1, max_gen_duration_s=1.0).result(timeout=120)  # alone
     job = t.stream("hello world", seed=0, max_gen_duration_s=6.0)
-    other = t.submit("hello world", seed=1, max_gen_duration_s=1.0)
+    other = t.stream("hello world", seed=1, max_gen_duration_s=1.0)
     for _ in job:
         break  # the consumer goes away after one chunk: the job is cancelled
     with pytest.raises(CancelledError):
@@ -105,10 +105,10 @@ def test_async_consumer_streams_and_cancels(tts):
     t = tts["hf-mini"]
 
     async def main():
-        job = t.submit("hello world", seed=3, max_gen_duration_s=1.0)
+        job = t.stream("hello world", seed=3, max_gen_duration_s=1.0)
         chunks = [c async for c in job]
         result = await job.aresult()
-        stopped = t.submit("hello world", seed=3, max_gen_duration_s=6.0)
+        stopped = t.stream("hello world", seed=3, max_gen_duration_s=6.0)
         async for _ in stopped:
             break
         return chunks, result, stopped
@@ -133,15 +133,15 @@ def test_a_full_queue_refuses_at_once_and_keeps_what_it_accepted(model_dirs):
     started, release = threading.Event(), threading.Event()
     first = tts.engine.submit(_blocking_pipeline(started, release))
     assert started.wait(30)
-    queued = tts.submit("hello world", seed=0, max_gen_duration_s=0.5)
+    queued = tts.stream("hello world", seed=0, max_gen_duration_s=0.5)
     with pytest.raises(QueueFullError, match="retry"):
-        tts.submit("hello world", seed=0, max_gen_duration_s=0.5)
+        tts.stream("hello world", seed=0, max_gen_duration_s=0.5)
     gives_up = queued
     gives_up.cancel()  # a waiting request that is cancelled frees its place in the queue
     deadline = time.monotonic() + 30
     while tts.stats()["waiting"] and time.monotonic() < deadline:
         time.sleep(0.01)
-    queued = tts.submit("hello world", seed=0, max_gen_duration_s=0.5)
+    queued = tts.stream("hello world", seed=0, max_gen_duration_s=0.5)
     release.set()
     assert first.result(timeout=60) == "done"
     assert queued.result(timeout=120).audio.size > 0
@@ -157,7 +157,7 @@ def test_a_failing_request_fails_alone(tts):
         yield from ()
         raise RuntimeError("boom")
 
-    good = t.submit("hello world", seed=0, max_gen_duration_s=0.5)
+    good = t.stream("hello world", seed=0, max_gen_duration_s=0.5)
     bad = t.engine.submit(broken())
     with pytest.raises(RuntimeError, match="boom"):
         bad.result(timeout=60)
@@ -166,11 +166,11 @@ def test_a_failing_request_fails_alone(tts):
 
 def test_close_finishes_accepted_requests(model_dirs):
     tts = Bark.load(model_dirs["suno-tiny"], max_batch=2)
-    jobs = [tts.submit("hello world", seed=i, max_gen_duration_s=0.4) for i in range(3)]
+    jobs = [tts.stream("hello world", seed=i, max_gen_duration_s=0.4) for i in range(3)]
     tts.close(timeout=120)
     assert all(job.result(timeout=1).audio.size > 0 for job in jobs)
     with pytest.raises(Exception, match="closed"):
-        tts.submit("hello world")
+        tts.stream("hello world")
 
 
 SOAK = """
@@ -184,7 +184,7 @@ def rss_mb():
             return int(line.split()[1]) / 1024
 
 tts = Bark.load(sys.argv[1], max_batch=8)
-run = lambda i: tts.submit("hello world", seed=i, max_gen_duration_s=0.2 + (i % 5) / 10).result()
+run = lambda i: tts.stream("hello world", seed=i, max_gen_duration_s=0.2 + (i % 5) / 10).result()
 with ThreadPoolExecutor(8) as pool:
     list(pool.map(run, range(40)))
     warm = rss_mb()

@@ -10,8 +10,8 @@ import numpy as np
 import onnx
 import pytest
 
-from bark_onnx.config import FORMAT_VERSION, ModelConfig
-from bark_onnx.errors import BarkOnnxError
+from bark_onnx.runtime.model.config import FORMAT_VERSION, ModelConfig
+from bark_onnx.runtime.errors import BarkOnnxError
 
 from .conftest import MODELS
 
@@ -182,9 +182,9 @@ def test_random_checkpoint_sizes_are_one_flag_away():
 def _decoder(model, kv: str, max_rows: int):
     import onnxruntime as ort
 
-    from bark_onnx.decoder import CausalDecoder
+    from bark_onnx.runtime.engine.decoder import CausalDecoder
     from bark_onnx.export.gpt_graphs import build_causal
-    from bark_onnx.sessions import make_placement
+    from bark_onnx.runtime.sessions.session import make_placement
 
     proto, info = build_causal(model.cfg, model.state_dict(), "coarse", (10_000, 12_048), kv=kv)
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -266,7 +266,7 @@ def test_rows_at_their_own_lengths_step_together_as_alone(reference_models):
 def test_kept_prefix_equals_full_prefill(reference_models):
     """A prompt sharing its first positions with the row's previous prompt recomputes only the rest,
     and gives the logits and cache of a full prefill."""
-    from bark_onnx.decoder import RowsFullError
+    from bark_onnx.runtime.engine.decoder import RowsFullError
 
     model = reference_models["suno-tiny"]["coarse"]
     dec = _decoder(model, "inplace", 2)

@@ -59,7 +59,7 @@ def test_fp16_graphs_run_every_heavy_node_on_cuda(fp16_dir, tmp_path):
 @pytest.mark.gpu
 def test_fp16_model_on_cuda_binds_device_buffers(fp16_dir):
     from bark_onnx import Bark
-    from bark_onnx.sessions import session_device
+    from bark_onnx.runtime.sessions.providers import session_device
 
     tts = Bark.load(fp16_dir, providers=["cuda", "cpu"])
     assert tts.placement.device == "cuda"
@@ -72,7 +72,7 @@ def test_fp16_model_on_cuda_binds_device_buffers(fp16_dir):
 def test_fp32_in_place_graphs_on_cuda_say_what_falls_back(model_dirs, tmp_path, caplog):
     from bark_onnx import Bark
 
-    with caplog.at_level(logging.WARNING, logger="bark_onnx.providers"):
+    with caplog.at_level(logging.WARNING, logger="bark_onnx.runtime.sessions.providers"):
         Bark.load(model_dirs["suno-tiny"], providers=["cuda", "cpu"])
     assert "GroupQueryAttention" in caplog.text and "--precision fp16" in caplog.text
     result = check_model(model_dirs["suno-tiny"], ["cuda", "cpu"], tmp_path)

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from bark_onnx import Bark
-from bark_onnx.constants import TEXT_ENCODING_OFFSET
-from bark_onnx.text import TextEncoder, normalize_text
-from bark_onnx.voices import VOICE_KEYS
+from bark_onnx.runtime.constants import TEXT_ENCODING_OFFSET
+from bark_onnx.runtime.stages.text import TextEncoder, normalize_text
+from bark_onnx.runtime.model.voices import VOICE_KEYS
 
 from .conftest import succeeds_or_bark_error
 

@@ -39,23 +39,23 @@ def _entry_points(t):
         return full["semantic_prompt"], full["coarse_prompt"], full["fine_prompt"]
 
     def generate(**kw):
-        _, prompt = t.generate(TEXT, VOICE, seed=5, silent=True, output_full=True, **kw)
+        prompt, _ = t.generate(TEXT, VOICE, seed=5, silent=True, output_full=True, **kw)
         return prompt["semantic_prompt"], prompt["coarse_prompt"], prompt["fine_prompt"]
 
     return {
         "synthesize": lambda **kw: whole(t.synthesize(TEXT, VOICE, seed=5, silent=True, **kw)),
         "generate": generate,
-        "synthesize_long": lambda **kw: whole(t.synthesize_long(TEXT, VOICE, seed=5, silent=True, **kw)),
+        "synthesize long": lambda **kw: whole(t.synthesize(TEXT, VOICE, seed=5, silent=True, long=True, **kw)),
         "stream": lambda **kw: streamed(t.stream(TEXT, VOICE, seed=5, **kw)),
-        "stream_long": lambda **kw: streamed(t.stream_long(TEXT, VOICE, seed=5, **kw)),
-        "submit": lambda **kw: streamed(t.submit(TEXT, VOICE, seed=5, **kw)),
+        "stream long": lambda **kw: streamed(t.stream(TEXT, VOICE, seed=5, long=True, **kw)),
+        "submit": lambda **kw: streamed(t.submit(bark_onnx.Request.make(TEXT, VOICE, seed=5, stream=True, **kw))),
         "generate_audio": compat,
     }
 
 
 @pytest.mark.parametrize("filter_kw", [dict(top_k=1), dict(top_p=1e-6)])
 def test_every_option_reaches_its_stage_from_every_entry_point(filter_kw, tts, monkeypatch):
-    from bark_onnx import compat
+    from bark_onnx.runtime import compat
 
     t = tts["suno-tiny"]
     monkeypatch.setattr(compat, "_MODEL", t)
@@ -92,7 +92,7 @@ def test_stage_methods_take_their_options(tts):
 
 def test_generate_audio_equals_bark_generate_for_a_seed(tts, monkeypatch):
     import bark_onnx
-    from bark_onnx import compat
+    from bark_onnx.runtime import compat
 
     t = tts["hf-mini"]
     monkeypatch.setattr(compat, "_MODEL", t)

@@ -6,14 +6,15 @@ import os
 import struct
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from bark_onnx import cli_runtime
-from bark_onnx.audio import GrowingWav, read_wav, write_wav
+from bark_onnx.runtime import commands
+from bark_onnx.runtime.audio import GrowingWav, read_wav, write_wav
 from bark_onnx.cli import main
-from bark_onnx.errors import OutputError, VoiceError
+from bark_onnx.runtime.errors import OutputError, VoiceError
 
 CHUNK = np.linspace(-0.5, 0.5, 960, dtype=np.float32)
 
@@ -102,12 +103,24 @@ class FakeBark:
         if self.then is not None:
             raise self.then
 
-    def stream(self, text, **options):
-        return self._run()
+    def submit(self, request):
+        return FakeJob(self._run())
 
-    def generate(self, text, **options):
-        list(self._run())
-        return np.concatenate([CHUNK] * self.chunks)
+
+class FakeJob:
+    """Its chunks when iterated, or all of them as the result's audio."""
+
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    def __iter__(self):
+        return self.chunks
+
+    def result(self):
+        return SimpleNamespace(audio=np.concatenate(list(self.chunks)))
+
+    def cancel(self) -> None:
+        pass
 
 
 @pytest.fixture
@@ -115,7 +128,7 @@ def fake_model(monkeypatch):
     loads = []
 
     def use(bark):
-        monkeypatch.setattr(cli_runtime, "_load", lambda *args: loads.append(args) or bark)
+        monkeypatch.setattr(commands, "_load", lambda *args: loads.append(args) or bark)
         return loads
 
     return use

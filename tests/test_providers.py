@@ -16,9 +16,9 @@ import warnings
 import onnxruntime as ort
 import pytest
 
-from bark_onnx import providers as P
-from bark_onnx.errors import BarkOnnxError
-from bark_onnx.sessions import make_placement
+from bark_onnx.runtime.sessions import providers as P
+from bark_onnx.runtime.errors import BarkOnnxError
+from bark_onnx.runtime.sessions.session import make_placement
 
 CPU, CUDA, TRT = P.CPU, P.CUDA, P.TENSORRT
 
@@ -59,7 +59,7 @@ def test_cpu_build_refuses_cuda_with_both_extras_named(monkeypatch):
 
 def test_cuda_that_does_not_start_is_dropped_with_the_reason(gpu_build, caplog):
     gpu_build.setattr(P, "cuda_status", lambda: (False, "libcublasLt.so.13: cannot open shared object file"))
-    with caplog.at_level(logging.WARNING, logger="bark_onnx.providers"):
+    with caplog.at_level(logging.WARNING, logger="bark_onnx.runtime.sessions.providers"):
         placement = make_placement(["tensorrt", "cuda", "cpu"], threads=1)
         make_placement(None, threads=1)
         make_placement(["cuda"], threads=2)
@@ -78,7 +78,7 @@ def test_placement_follows_the_providers_the_sessions_got(gpu_build, caplog):
     assert not caplog.records
 
     sessions["coarse"] = FakeSession(CPU)  # a session that silently fell back
-    with caplog.at_level(logging.WARNING, logger="bark_onnx.providers"):
+    with caplog.at_level(logging.WARNING, logger="bark_onnx.runtime.sessions.providers"):
         settled = P.settle_placement(placement, sessions)
     assert settled.active == (CPU,) and settled.device == "cpu"
     message = caplog.records[0].getMessage()
@@ -95,7 +95,7 @@ def test_a_real_session_that_ignores_cuda_gives_a_cpu_placement(gpu_build, model
     """onnxruntime (CPU build) drops a CUDA provider it lacks; the model then runs with host buffers."""
     from bark_onnx import Bark
 
-    with caplog.at_level(logging.WARNING, logger="bark_onnx.providers"), warnings.catch_warnings():
+    with caplog.at_level(logging.WARNING, logger="bark_onnx.runtime.sessions.providers"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # onnxruntime's own note that it lacks the provider
         tts = Bark.load(model_dirs["suno-tiny"], providers=["cuda", "cpu"], threads=1)
     assert tts.placement.providers == (CUDA, CPU) and tts.placement.device == "cpu"
@@ -130,7 +130,7 @@ def test_precision_rule(precision, active, kv, expected):
 
 
 def test_cuda_options_and_provider_order(gpu_build, model_dirs):
-    from bark_onnx.provider_options import session_providers
+    from bark_onnx.runtime.sessions.gpu_options import session_providers
 
     graph = model_dirs["suno-tiny"] / "codec.onnx"
     providers = session_providers(graph, P.Placement((CUDA, CPU), 1, (CUDA, CPU)), fp16=True)
@@ -145,8 +145,8 @@ def _shapes(profile: str) -> dict[str, str]:
 
 
 def test_tensorrt_profiles_cover_the_dynamic_dimensions(model_dirs):
-    from bark_onnx.config import ModelConfig
-    from bark_onnx.provider_options import trt_profile
+    from bark_onnx.runtime.model.config import ModelConfig
+    from bark_onnx.runtime.sessions.gpu_options import trt_profile
 
     inplace = ModelConfig.load(model_dirs["suno-tiny"])  # 2 heads of 32, KV buffers of 1024 positions
     low, opt, high = (_shapes(trt_profile(inplace, "semantic")[f"trt_profile_{k}_shapes"])
@@ -165,7 +165,7 @@ def test_tensorrt_profiles_cover_the_dynamic_dimensions(model_dirs):
 
 
 def test_tensorrt_caches_live_in_the_user_cache_and_follow_the_graphs(gpu_build, model_dirs, tmp_path):
-    from bark_onnx.provider_options import session_providers
+    from bark_onnx.runtime.sessions.gpu_options import session_providers
 
     gpu_build.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     model = shutil.copytree(model_dirs["hf-mini"], tmp_path / "model")
@@ -218,7 +218,7 @@ def test_gpu_failure_at_session_start_is_a_provider_error():
 
 
 def test_install_check_names_both_extras(monkeypatch, caplog, tmp_path):
-    from bark_onnx import install
+    from bark_onnx.runtime.sessions import install
 
     real = install.importlib.util.find_spec
     monkeypatch.setattr(install.importlib.util, "find_spec",
@@ -229,7 +229,7 @@ def test_install_check_names_both_extras(monkeypatch, caplog, tmp_path):
 
     places = {"onnxruntime": tmp_path / "site", "onnxruntime-gpu": tmp_path / "site"}
     monkeypatch.setattr(install, "_location", places.get)
-    with caplog.at_level(logging.WARNING, logger="bark_onnx.install"):
+    with caplog.at_level(logging.WARNING, logger="bark_onnx.runtime.sessions.install"):
         install.check_onnxruntime()
     assert "both installed" in caplog.text and "pip uninstall -y onnxruntime onnxruntime-gpu" in caplog.text
     caplog.clear()
@@ -239,7 +239,7 @@ def test_install_check_names_both_extras(monkeypatch, caplog, tmp_path):
 
 
 def test_cached_model_precision_follows_the_machine(gpu_build, tmp_path):
-    from bark_onnx.cache import cached_model_dir, ensure_model, machine_precision
+    from bark_onnx.runtime.model.cache import cached_model_dir, ensure_model, machine_precision
 
     gpu_build.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert machine_precision() == "fp16" and machine_precision(["cpu"]) == "fp32"
@@ -254,8 +254,9 @@ def test_cached_model_precision_follows_the_machine(gpu_build, tmp_path):
 
 
 def test_say_and_demo_pick_the_machine_precision(gpu_build, tmp_path):
-    from bark_onnx import cli_runtime
+    from bark_onnx.runtime import commands
     from bark_onnx.export import demo
+    from bark_onnx.export.cli import run_demo_command
 
     seen = {}
 
@@ -263,19 +264,19 @@ def test_say_and_demo_pick_the_machine_precision(gpu_build, tmp_path):
         seen["say"] = (precision, providers)
         raise BarkOnnxError("stop here")
 
-    gpu_build.setattr("bark_onnx.cache.ensure_model", fake_ensure)
+    gpu_build.setattr("bark_onnx.runtime.model.cache.ensure_model", fake_ensure)
     gpu_build.setattr(demo, "run_demo", lambda **kw: seen.setdefault("demo", kw["precision"]) and 0)
     with pytest.raises(BarkOnnxError, match="stop here"):
-        cli_runtime._load(None, "cuda,cpu", None, True)
+        commands._load(None, "cuda,cpu", None, True)
     assert seen["say"] == (None, ("cuda", "cpu"))  # ensure_model resolves None with these providers
-    args = cli_runtime.argparse.Namespace(size="tiny", precision=None, seconds=1.0, out=None, providers=None,
-                                          threads=None, silent=True)
-    cli_runtime.cmd_demo(args)
+    args = commands.argparse.Namespace(size="tiny", precision=None, seconds=1.0, out=None, providers=None,
+                                       threads=None, silent=True)
+    run_demo_command(args)
     assert seen["demo"] == "fp16"
 
 
 def test_provider_names_from_a_command_line_or_a_config():
-    from bark_onnx.providers import provider_names
+    from bark_onnx.runtime.sessions.providers import provider_names
 
     assert provider_names("cuda, cpu") == ("cuda", "cpu")
     assert provider_names(["cuda", " cpu "]) == ("cuda", "cpu")

@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bark_onnx.config import ModelConfig
+from bark_onnx.runtime.model.config import ModelConfig
 
 from .conftest import MODELS
 
@@ -131,7 +131,7 @@ def test_quantized_graphs_load_and_generate(key, quantized_dirs, tts):
 
     t = Bark.load(quantized_dirs[key])
     assert t.config.precision == key[1]
-    audio, prompt = t.generate("hello world", seed=0, silent=True, output_full=True)
+    prompt, audio = t.generate("hello world", seed=0, silent=True, output_full=True)
     assert audio.dtype == np.float32 and np.isfinite(audio).all() and audio.size > 0
     assert len(audio) == prompt["fine_prompt"].shape[1] * 320
     # greedy decoding mostly agrees with fp32 on the first tokens (random weights: flat logits)

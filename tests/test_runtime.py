@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from bark_onnx import Bark, InputError, ModelDirError
-from bark_onnx.config import GraphInfo
+from bark_onnx.runtime.model.config import GraphInfo
 from bark_onnx.export import reference as R
-from bark_onnx.options import SemanticOptions
-from bark_onnx.semantic import max_semantic_tokens, semantic_loop
-from bark_onnx.work import Prefill, Release, Step
+from bark_onnx.runtime.options import SemanticOptions
+from bark_onnx.runtime.stages.semantic import max_semantic_tokens, semantic_loop
+from bark_onnx.runtime.stages.work import Prefill, Release, Step
 
 from .conftest import drive
 
@@ -54,7 +54,7 @@ def test_output_full_is_a_voice(tts, tmp_path):
     from bark_onnx import save_as_prompt
 
     t = tts["suno-tiny"]
-    audio, prompt = t.generate("hello", seed=1, silent=True, output_full=True)
+    prompt, audio = t.generate("hello", seed=1, silent=True, output_full=True)
     assert set(prompt) == {"semantic_prompt", "coarse_prompt", "fine_prompt"}
     assert prompt["fine_prompt"].shape[1] * 320 == len(audio)
     save_as_prompt(tmp_path / "me.npz", prompt)
@@ -63,7 +63,7 @@ def test_output_full_is_a_voice(tts, tmp_path):
     with pytest.raises(ValueError, match=r"\.npz"):
         save_as_prompt(tmp_path / "me.txt", prompt)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["me.npz"]
-    from bark_onnx.files import umask
+    from bark_onnx.runtime.files import umask
 
     assert (tmp_path / "me.npz").stat().st_mode & 0o777 == 0o666 & ~umask()  # as any file the user writes
 
@@ -214,7 +214,7 @@ def test_unknown_provider_is_refused(model_dirs):
 
 def test_bark_compatible_api(model_dirs, monkeypatch):
     import bark_onnx
-    from bark_onnx import compat
+    from bark_onnx.runtime import compat
 
     monkeypatch.setenv("BARK_ONNX_MODEL", str(model_dirs["suno-tiny"]))
     monkeypatch.setattr(compat, "_MODEL", None)
@@ -229,7 +229,8 @@ def test_bark_compatible_api(model_dirs, monkeypatch):
 
 
 def test_cache_follows_xdg_and_suno_small_switch(monkeypatch, tmp_path):
-    from bark_onnx.cache import cache_root, cached_model_dir, suno_use_small
+    from bark_onnx.runtime.model.cache import cached_model_dir, suno_use_small
+    from bark_onnx.runtime.model.paths import cache_root
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("SUNO_USE_SMALL_MODELS", raising=False)

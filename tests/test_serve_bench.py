@@ -1,4 +1,4 @@
-"""`bark-onnx bench-serve` at tiny counts: it starts a server, loads it at 1x and 2x its max batch,
+"""`bark-onnx bench serve` at tiny counts: it starts a server, loads it at 1x and 2x its max batch,
 soaks it, reads its memory, stops it, and writes its report (no timing is checked)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 def test_bench_serve_reports_load_levels_and_soak_memory(model_dirs, tmp_path):
     out = tmp_path / "serve.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bark_onnx.cli", "bench-serve", "--model", str(model_dirs["suno-tiny"]),
+        [sys.executable, "-m", "bark_onnx.cli", "bench", "serve", "--model", str(model_dirs["suno-tiny"]),
          "--max-batch", "2", "--requests", "4", "--soak", "6", "--max-gen-duration-s", "0.5",
          "--time-limit", "600", "--out", str(out)],
         capture_output=True, text=True, timeout=900)

@@ -22,7 +22,7 @@ REQUEST = dict(seed=3, max_gen_duration_s=1.0)  # Bark's options, sent as extra 
 @pytest.fixture(scope="module")
 def served(tiny_engine):
     scripted = ScriptedBark(tiny_engine)
-    with LiveServer(create_app(scripted, ServerSettings(model_name="suno-tiny", instance="test-1"))) as server:
+    with LiveServer(create_app(scripted, ServerSettings(served_model_name="suno-tiny", instance="test-1"))) as server:
         server.tts = scripted
         yield server
 
@@ -30,7 +30,7 @@ def served(tiny_engine):
 @pytest.fixture(scope="module")
 def expected(tiny_engine):
     """What the library itself makes for REQUEST with the announcer voice, as 16-bit PCM."""
-    return pcm16(tiny_engine.submit("hello world", "announcer", **REQUEST).result(timeout=300).audio)
+    return pcm16(tiny_engine.stream("hello world", "announcer", **REQUEST).result(timeout=300).audio)
 
 
 def openai_client(url: str, key: str = "unused"):
@@ -84,7 +84,7 @@ def test_streamed_formats_deliver_first_bytes_before_the_generation_ends(served,
 
 def test_sse_sends_base64_deltas_then_done(served, tiny_engine):
     options = dict(seed=4, max_gen_duration_s=3.0)  # long enough for several chunks
-    expected = pcm16(tiny_engine.submit("hello world", "announcer", **options).result(timeout=300).audio)
+    expected = pcm16(tiny_engine.stream("hello world", "announcer", **options).result(timeout=300).audio)
     with httpx.stream("POST", f"{served.url}/v1/audio/speech", timeout=300,
                       json={"model": "bark", "input": "hello world", "voice": "announcer", "response_format": "pcm",
                             "stream_format": "sse", **options}) as response:
@@ -121,13 +121,13 @@ def test_text_of_several_segments_takes_the_long_form_path(served):
     body = {"model": "bark", "response_format": "pcm", "max_words": 3, "pause_s": 0.5, "history": "previous",
             "seed": 1, "max_gen_duration_s": 0.3}
     short = httpx.post(f"{served.url}/v1/audio/speech", json={**body, "input": "hello there"}, timeout=300)
-    assert short.status_code == 200 and tts.calls[-1][2]["long"] is False
+    assert short.status_code == 200 and tts.calls[-1].long is None  # one segment: an ordinary request
     long = httpx.post(f"{served.url}/v1/audio/speech", timeout=300,
                       json={**body, "input": "hello there friend. this is a test. of long text"})
     assert long.status_code == 200
-    call = tts.calls[-1][2]
-    assert call["long"] is True and call["history"] == "previous" and call["pause_s"] == 0.5
-    assert call["max_words"] == 3
+    call = tts.calls[-1]
+    assert (call.long.history, call.long.pause_s, call.long.max_words) == ("previous", 0.5, 3)
+    assert len(call.segments) >= 3
     pause = np.frombuffer(long.content, "<i2")
     assert pause.size > 2 * 12000  # three segments joined by two half-second pauses at least
 
@@ -187,7 +187,7 @@ def test_metrics_count_requests_and_audio(served):
 
 
 def test_api_key(tiny_engine):
-    app = create_app(tiny_engine, ServerSettings(model_name="suno-tiny", api_key="sekret"))
+    app = create_app(tiny_engine, ServerSettings(served_model_name="suno-tiny", api_key="sekret"))
     with LiveServer(app) as server:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic sekret"},
                         {"Authorization": "sekret"}):

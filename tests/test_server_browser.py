@@ -54,7 +54,7 @@ def test_the_page_streams_audio_into_the_browser(browser, model_dirs):
 
     tts = Bark.load(model_dirs["suno-tiny"], max_batch=2)
     try:
-        with LiveServer(create_app(tts, ServerSettings(model_name="suno-tiny"))) as server:
+        with LiveServer(create_app(tts, ServerSettings(served_model_name="suno-tiny"))) as server:
             body = {"model": "bark", "input": "hello from the page", "voice": "announcer", "seed": 11,
                     "response_format": "pcm"}
             expected = np.frombuffer(httpx.post(f"{server.url}/v1/audio/speech", json=body, timeout=300).content,

@@ -23,7 +23,7 @@ GOOD = {"model": "bark", "input": "hello world", "response_format": "pcm", "seed
 @pytest.fixture(scope="module")
 def served(tiny_engine):
     scripted = ScriptedBark(tiny_engine)
-    settings = ServerSettings(model_name="suno-tiny", max_input_chars=200, request_timeout_s=60)
+    settings = ServerSettings(served_model_name="suno-tiny", max_input_chars=200, request_timeout=60)
     with LiveServer(create_app(scripted, settings)) as server:
         server.tts = scripted
         yield server
@@ -139,7 +139,7 @@ def test_a_failure_inside_one_request_is_a_logged_500_and_the_others_go_on(serve
 
 def test_time_limit_cancels_with_504_before_audio_and_cuts_the_stream_after(tiny_engine):
     scripted = ScriptedBark(tiny_engine)
-    with LiveServer(create_app(scripted, ServerSettings(request_timeout_s=0.5))) as server:
+    with LiveServer(create_app(scripted, ServerSettings(request_timeout=0.5))) as server:
         url = f"{server.url}/v1/audio/speech"
         for fmt in ("pcm", "mp3"):
             assert _error(httpx.post(url, json={**GOOD, "input": "stall", "response_format": fmt}, timeout=60),

@@ -26,7 +26,7 @@ from ray import serve
 
 from bark_onnx import Bark
 from bark_onnx.benchmarks.serve_load import ServerProcess
-from bark_onnx.server.ray_app import APP_NAME, DEPLOYMENT, REPLICA_HEADER, ReplicaPlan, application
+from bark_onnx.server.ray_app import APP_NAME, DEPLOYMENT, REPLICA_HEADER, application
 from bark_onnx.server.settings import ServerSettings
 
 from .serving import pcm16, until
@@ -192,7 +192,7 @@ def speak(url: str, busy_for: float = 0.0) -> tuple[int, str | None]:
 def expected(model_dirs):
     """What the library makes for SHORT with the announcer voice, as 16-bit PCM."""
     with Bark.load(model_dirs["suno-tiny"]) as tts:
-        return pcm16(tts.submit("hello world", "announcer", **SHORT).result(timeout=300).audio)
+        return pcm16(tts.stream("hello world", "announcer", **SHORT).result(timeout=300).audio)
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +241,7 @@ def test_openai_client_requests_spread_over_both_replicas(ray_server, expected):
 def test_bench_serve_loads_every_replica(ray_server, tmp_path):
     out = tmp_path / "ray.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bark_onnx.cli", "bench-serve", "--url", ray_server.url, "--replicas", "2",
+        [sys.executable, "-m", "bark_onnx.cli", "bench", "serve", "--url", ray_server.url, "--replicas", "2",
          "--requests", "8", "--soak", "0", "--max-gen-duration-s", "0.5", "--time-limit", "300", "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -349,9 +349,9 @@ def test_two_node_cluster_keeps_answering_when_a_node_goes(model_dirs):
     with simulated_cluster(1, 1) as (cluster, (worker,)):
         serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly",
                     logging_config={"log_level": "WARNING"})
-        plan = ReplicaPlan(str(model_dirs["suno-tiny"]), ServerSettings(model_name="suno-tiny"), threads=1,
-                           max_batch=2, max_queue=0)
-        serve.run(application(plan, replicas=2), name=APP_NAME, route_prefix="/")
+        settings = ServerSettings(model=str(model_dirs["suno-tiny"]), served_model_name="suno-tiny", threads=1,
+                                  max_batch=2, max_queue=0, ray=True, replicas=2)
+        serve.run(application(settings), name=APP_NAME, route_prefix="/")
         # each node has one CPU and each replica reserves one: one replica per node
         assert ray.cluster_resources()["CPU"] == 2 and ray.available_resources().get("CPU", 0) == 0
 

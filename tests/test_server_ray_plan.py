@@ -14,21 +14,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bark_onnx.errors import InputError
-from bark_onnx.server.ray_app import (DEPLOYMENT, REPLICA_HEADER, ReplicaHeader, ReplicaPlan, SpeechReplica, build,
-                                      deployment_options, parse_autoscale)
-from bark_onnx.server.settings import ServerSettings
+from bark_onnx.runtime.errors import InputError
+from bark_onnx.server.ray_app import DEPLOYMENT, REPLICA_HEADER, ReplicaHeader, SpeechReplica, build, deployment_options
+from bark_onnx.server.settings import ServerSettings, parse_autoscale
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = ServerSettings(model_name="m", instance="here")
 
 
-def plan(**overrides) -> ReplicaPlan:
-    return ReplicaPlan(**{"model": "/models/m", "settings": SETTINGS, **overrides})
+def settings(**overrides) -> ServerSettings:
+    return ServerSettings(**{"model": "/models/m", "served_model_name": "m", "instance": "here", "ray": True,
+                             **overrides})
 
 
 def test_replicas_reserve_their_threads_and_take_what_their_engine_holds():
-    options = deployment_options(plan(threads=3, max_batch=8, max_queue=24), replicas=2, drain_timeout_s=12)
+    options = deployment_options(settings(threads=3, max_batch=8, max_queue=24, replicas=2, drain_timeout=12))
     assert options["num_replicas"] == 2
     assert options["ray_actor_options"] == {"num_cpus": 3}  # no GPU asked for: none reserved
     assert options["max_ongoing_requests"] == 32  # max batch + max queue: the engine never sheds a routed request
@@ -36,19 +35,21 @@ def test_replicas_reserve_their_threads_and_take_what_their_engine_holds():
     assert options["backpressure_config"] == {"status_code": 429, "retry_after_s": 1}
     assert options["graceful_shutdown_timeout_s"] == 12.0
     assert "autoscaling_config" not in options
+    assert deployment_options(settings())["ray_actor_options"] == {"num_cpus": 1}  # one thread by default on Ray
 
 
 @pytest.mark.parametrize("providers, gpus, expected", [
     (("cuda", "cpu"), None, 1.0), (("TensorRT", "cuda", "cpu"), None, 1.0), (("CUDAExecutionProvider",), None, 1.0),
     (("cpu",), None, 0.0), (None, None, 0.0), (("cuda", "cpu"), 0.25, 0.25), (None, 0.5, 0.5), (("cuda",), 0, 0.0),
+    ("cuda,cpu", None, 1.0),
 ])
 def test_gpus_per_replica_follow_the_providers_unless_given(providers, gpus, expected):
-    options = deployment_options(plan(providers=providers, gpus=gpus))
+    options = deployment_options(settings(providers=providers, gpus_per_replica=gpus))
     assert options["ray_actor_options"].get("num_gpus", 0.0) == expected
 
 
 def test_autoscaling_on_the_requests_in_flight():
-    options = deployment_options(plan(max_batch=4, max_queue=4), autoscale=(0, 3))
+    options = deployment_options(settings(max_batch=4, max_queue=4, autoscale="0:3"))
     assert "num_replicas" not in options
     assert options["autoscaling_config"] == {"min_replicas": 0, "max_replicas": 3, "initial_replicas": 1,
                                              "target_ongoing_requests": 4}
@@ -56,14 +57,14 @@ def test_autoscaling_on_the_requests_in_flight():
 
 
 def test_serve_takes_the_options():
-    for options in (deployment_options(plan(max_queue=0), replicas=1),
-                    deployment_options(plan(providers=("cuda",)), autoscale=(1, 4), drain_timeout_s=0)):
+    for options in (deployment_options(settings(max_queue=0, replicas=1)),
+                    deployment_options(settings(providers=("cuda",), autoscale=(1, 4), drain_timeout=0))):
         deployment = SpeechReplica.options(**options)  # Serve checks every option here
         assert deployment.name == DEPLOYMENT
         assert deployment.max_ongoing_requests == options["max_ongoing_requests"]
         assert deployment.max_queued_requests == options["max_queued_requests"]
         assert deployment.ray_actor_options == options["ray_actor_options"]
-    config = SpeechReplica.options(**deployment_options(plan(), autoscale=(1, 4)))._deployment_config
+    config = SpeechReplica.options(**deployment_options(settings(autoscale="1:4")))._deployment_config
     assert (config.autoscaling_config.min_replicas, config.autoscaling_config.max_replicas) == (1, 4)
 
 
@@ -71,26 +72,57 @@ def test_serve_takes_the_options():
 def test_autoscale_takes_min_colon_max(text):
     with pytest.raises(InputError, match="MIN:MAX"):
         parse_autoscale(text)
+    with pytest.raises(InputError, match="MIN:MAX"):
+        settings(autoscale=text)
 
 
 def test_autoscale_parses():
-    assert parse_autoscale("1:4") == (1, 4) and parse_autoscale("0:2") == (0, 2)
+    assert parse_autoscale("1:4") == (1, 4) and parse_autoscale("0:2") == (0, 2) and parse_autoscale((1, 2)) == (1, 2)
 
 
 @pytest.mark.parametrize("overrides, message", [
     ({"threads": 0}, "threads"), ({"max_batch": 0}, "max_batch"), ({"max_queue": -1}, "max_queue"),
-    ({"gpus": -0.5}, "gpus"), ({"gpus": "one"}, "gpus"), ({"model": ""}, "model"),
+    ({"gpus_per_replica": -0.5}, "gpus_per_replica"), ({"gpus_per_replica": "one"}, "gpus_per_replica"),
+    ({"model": ""}, "model"), ({"replicas": 0}, "replicas"), ({"drain_timeout": -1}, "drain_timeout"),
+    ({"replicas": 2, "autoscale": "1:2"}, "not both"), ({"port": 70000}, "port"),
+    ({"ray": False, "replicas": 2}, "--replicas only apply with --ray"),
 ])
-def test_a_bad_plan_says_what_is_accepted(overrides, message):
+def test_bad_settings_say_what_is_accepted(overrides, message):
     with pytest.raises(InputError, match=message):
-        plan(**overrides)
+        settings(**overrides)
 
 
-def test_bad_counts_are_refused():
-    with pytest.raises(InputError, match="replicas"):
-        deployment_options(plan(), replicas=0)
-    with pytest.raises(InputError, match="drain timeout"):
-        deployment_options(plan(), drain_timeout_s=-1)
+def test_one_settings_object_from_arguments_a_file_or_a_dict(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    from bark_onnx.runtime.commands import Parser
+    from bark_onnx.server.command import add_parser
+
+    parser = Parser(prog="bark-onnx")
+    add_parser(parser.add_subparsers(dest="command"))
+    monkeypatch.delenv("BARK_ONNX_API_KEY", raising=False)
+    defaults = ServerSettings.from_args(parser.parse_args(["serve"]))
+    assert defaults == ServerSettings() and defaults.model_name == "bark-small" and defaults.session_threads is None
+    config = tmp_path / "serve.json"
+    config.write_text(json.dumps({"model": "/models/bark-fp16/", "max_batch": 16, "port": 9000, "ray": True,
+                                  "autoscale": "1:4"}))
+    both = ServerSettings.from_args(parser.parse_args(["serve", "--config", str(config), "--port", "9100"]))
+    assert (both.max_batch, both.port, both.autoscale, both.model_name) == (16, 9100, (1, 4), "bark-fp16")
+    assert both.session_threads == 1  # on Ray, one thread per replica unless given
+    toml = tmp_path / "serve.toml"
+    toml.write_text('model = "/m"\nmax_queue = 3\n')
+    assert ServerSettings.from_file(toml).max_queue == 3
+    monkeypatch.setenv("BARK_ONNX_API_KEY", "from-env")
+    assert ServerSettings.from_dict({}).api_key == "from-env" and ServerSettings.from_dict({"api_key": "k"}).api_key == "k"
+    for bad, message in (({"max_batchh": 1}, "unknown key"), ([1], "table")):
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(bad))
+        with pytest.raises(Exception, match=message):
+            ServerSettings.from_file(path)
+    with pytest.raises(Exception, match=".json or .toml"):
+        ServerSettings.from_file(tmp_path / "serve.yaml")
+    assert isinstance(parser, argparse.ArgumentParser)
 
 
 def test_the_config_file_builds_the_application():
@@ -102,22 +134,22 @@ def test_the_config_file_builds_the_application():
     assert app["import_path"] == "bark_onnx.server.ray_app:build"
     deployment = build(app["args"])._bound_deployment
     assert deployment.name == DEPLOYMENT == app["deployments"][0]["name"]
-    (replica_plan,) = deployment.init_args
-    assert replica_plan.model == app["args"]["model"] and replica_plan.threads == app["args"]["threads"]
+    (built,) = deployment.init_args
+    assert built.model == app["args"]["model"] and built.threads == app["args"]["threads"]
 
 
 def test_build_takes_the_serve_options_as_args(monkeypatch):
     monkeypatch.setenv("BARK_ONNX_API_KEY", "from-env")
-    deployment = build({"model": "/m/bark-small-onnx", "threads": 2, "providers": "cuda,cpu", "gpus": 0.5,
+    deployment = build({"model": "/m/bark-small-onnx", "threads": 2, "providers": "cuda,cpu", "gpus_per_replica": 0.5,
                         "max_batch": 4, "max_queue": 4, "autoscale": "1:3"})._bound_deployment
-    (replica_plan,) = deployment.init_args
-    assert replica_plan.providers == ("cuda", "cpu") and replica_plan.replica_gpus == 0.5
-    assert replica_plan.settings.model_name == "bark-small-onnx" and replica_plan.settings.api_key == "from-env"
+    (built,) = deployment.init_args
+    assert built.providers == ("cuda", "cpu") and built.replica_gpus == 0.5
+    assert built.model_name == "bark-small-onnx" and built.api_key == "from-env"
     assert deployment.ray_actor_options == {"num_cpus": 2, "num_gpus": 0.5}
     assert deployment.max_ongoing_requests == 8
 
 
-@pytest.mark.parametrize("args, message", [({}, "model is required"), ({"model": "m", "replica": 2}, "unknown args"),
+@pytest.mark.parametrize("args, message", [({}, "needs its model"), ({"model": "m", "replica": 2}, "unknown key"),
                                            ({"model": "m", "autoscale": "x"}, "MIN:MAX")])
 def test_build_refuses_bad_args(args, message):
     with pytest.raises(InputError, match=message):
@@ -211,7 +243,7 @@ class _FakeServe:
 
 
 def test_a_port_taken_before_the_proxy_binds_is_picked_again():
-    from bark_onnx.errors import BarkOnnxError
+    from bark_onnx.runtime.errors import BarkOnnxError
     from bark_onnx.server.ray_command import _start_serve
 
     serve = _FakeServe(fails=1)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from bark_onnx import InputError
-from bark_onnx.audio import read_wav
-from bark_onnx.longform import split_text
+from bark_onnx.runtime.audio import read_wav
+from bark_onnx.runtime.stages.longform import split_text
 
 
 def _drain(job):
@@ -21,7 +21,7 @@ def _drain(job):
 
 def test_stream_starts_early_and_matches_one_shot_tokens(tts):
     t = tts["suno-tiny"]
-    audio, full = t.generate("hello world", voice="announcer", seed=3, silent=True, output_full=True)
+    full, audio = t.generate("hello world", voice="announcer", seed=3, silent=True, output_full=True)
     chunks, prompt = _drain(t.stream("hello world", voice="announcer", seed=3))
     streamed = np.concatenate(chunks)
     assert len(chunks) >= 4 and len(chunks[0]) < len(streamed) / 8  # the first audio comes early
@@ -48,7 +48,7 @@ def test_stream_joins_have_no_clicks(tts):
 def test_stream_difference_from_one_shot_is_small(tts):
     """Greedy fine decoding on both sides isolates what chunking changes."""
     t = tts["suno-tiny"]
-    audio, full = t.generate("hello world", seed=5, silent=True, output_full=True, fine_temperature=None)
+    full, audio = t.generate("hello world", seed=5, silent=True, output_full=True, fine_temperature=None)
     chunks, prompt = _drain(t.stream("hello world", seed=5, fine_temperature=None))
     streamed = np.concatenate(chunks)
     np.testing.assert_array_equal(prompt["fine_prompt"][:2], full["fine_prompt"][:2])  # the coarse codebooks
@@ -71,7 +71,7 @@ def rss_mb():
 tts = Bark.load(sys.argv[1])
 text = " ".join([sys.argv[2]] * 16)
 seconds, rss = 0.0, []
-for chunk in tts.stream_long(text, voice="v2/en_speaker_1", history="voice", seed=0, pause_s=0.25):
+for chunk in tts.stream(text, voice="v2/en_speaker_1", long=True, history="voice", seed=0, pause_s=0.25):
     seconds += len(chunk) / tts.sample_rate
     if chunk.size and not chunk.any():  # a pause: a segment has ended
         rss.append(rss_mb())
@@ -97,7 +97,7 @@ def test_long_text_two_minutes_voice_kept_memory_flat(model_dirs):
 @pytest.mark.slow
 def test_long_text_continues_from_previous_segment(tts):
     t = tts["hf-mini"]
-    audio = t.generate_long("One. Two three. " * 3, history="previous", max_words=4, seed=1, silent=True,
+    audio = t.generate("One. Two three. " * 3, long=True, history="previous", max_words=4, seed=1, silent=True,
                             pause_s=0.1)
     assert audio.dtype == np.float32 and audio.size > 0
 
@@ -116,9 +116,11 @@ def test_split_text_boundaries():
     ("generate", dict(text=["fine", " "])),
     ("stream", dict(text="")),
     ("stream", dict(text=["a", "b"])),
-    ("stream_long", dict(text="   ")),
-    ("stream_long", dict(text="hi", history="nope")),
-    ("generate_long", dict(text="hi", max_words=0)),
+    ("stream", dict(text="   ", long=True)),
+    ("stream", dict(text="hi", long=True, history="nope")),
+    ("generate", dict(text="hi", long=True, max_words=0)),
+    ("generate", dict(text="hi", pause_s=0.5)),  # long text's settings without long
+    ("generate", dict(text="hi", long="yes")),
 ])
 def test_bad_input_to_new_calls(call, kwargs, tts):
     """Refused when called, before any work: a generator never starts on bad input."""

@@ -7,9 +7,10 @@ import logging
 import numpy as np
 import pytest
 
-from bark_onnx.constants import TEXT_ENCODING_OFFSET, TEXT_PAD_TOKEN
-from bark_onnx.errors import InputError
-from bark_onnx.text import TextEncoder
+from bark_onnx.runtime.constants import TEXT_ENCODING_OFFSET, TEXT_PAD_TOKEN
+from bark_onnx.runtime.errors import InputError
+from bark_onnx.runtime.request import Request
+from bark_onnx.runtime.stages.text import TextEncoder
 
 TEXTS = [
     "Hello world",
@@ -47,7 +48,7 @@ def test_long_text_warns_and_is_cut(encoder, caplog):
         ids = encoder.token_ids("hello " * 300)
     assert ids.shape == (256,)
     assert "text too long (about 300 tokens)" in caplog.text and "cutting about the last 14.7%" in caplog.text
-    assert "generate_long" in caplog.text and "say --long" in caplog.text
+    assert "long=True" in caplog.text and "say --long" in caplog.text
 
 
 LONG_TEXTS = [
@@ -87,9 +88,10 @@ def test_megabytes_of_text_are_not_all_tokenized(encoder, monkeypatch):
 
 
 @pytest.mark.parametrize("text", ["hello \ud800 world", "\udfff", "ok " * 5000 + "\udc80"])
-def test_lone_surrogates_are_refused_with_a_reason(text, encoder):
-    with pytest.raises(InputError, match="lone surrogate"):
-        encoder.token_ids(text)
+def test_lone_surrogates_are_refused_with_a_reason(text):
+    with pytest.raises(InputError, match="lone surrogate") as refused:
+        Request.make(text)
+    assert refused.value.param == "text"
 
 
 @pytest.mark.parametrize("text", ["\x00\x01\x02", "\ufffd\u200b", "\x7f"])
@@ -99,6 +101,7 @@ def test_text_without_readable_tokens_is_refused(text, encoder):
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "\n\t", None, 42])
-def test_empty_or_non_text_is_refused(bad, encoder):
-    with pytest.raises(InputError):
-        encoder.token_ids(bad)
+def test_empty_or_non_text_is_refused(bad):
+    with pytest.raises(InputError) as refused:
+        Request.make(bad)
+    assert refused.value.param == "text"

@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from bark_onnx.errors import VoiceError
-from bark_onnx.voices import VoiceLibrary, load_voice_file, validate_voice
+from bark_onnx.runtime.errors import VoiceError
+from bark_onnx.runtime.model.voices import VoiceLibrary, load_voice_file, validate_voice
 
 
 def _voice(n=100, m=150):
@@ -138,7 +138,7 @@ def test_voice_dicts_of_odd_values_are_voice_errors(value):
 @pytest.fixture
 def online(monkeypatch):
     """The network switches off, and the hub's lookups recorded instead of made."""
-    from bark_onnx import voices
+    from bark_onnx.runtime.model import voices
 
     for name in ("BARK_ONNX_OFFLINE", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
@@ -177,8 +177,8 @@ def test_bark_load_offline_keeps_voices_local(online, model_dirs):
 
 
 def test_offline_without_a_cached_model_says_to_pass_a_model(monkeypatch, tmp_path):
-    from bark_onnx.cache import ensure_model
-    from bark_onnx.errors import ModelDirError
+    from bark_onnx.runtime.model.cache import ensure_model
+    from bark_onnx.runtime.errors import ModelDirError
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

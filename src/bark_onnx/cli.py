@@ -1,7 +1,10 @@
 """The `bark-onnx` command.
 
-Subcommands that need torch (`export`, `demo`) or FastAPI (`serve`) import it
-only when they run, so `say` and `voices` work on a runtime-only install.
+    say, voices         the runtime (runtime/commands.py)
+    export, demo        the export extra: torch is imported only when they run (export/cli.py)
+    serve               the serve extra: FastAPI is imported only when it runs (server/command.py)
+    bench <what>        the benchmarks, with a parser of their own (benchmarks/cli.py), imported only
+                        when asked for: the runtime never imports the benchmarks
 """
 
 from __future__ import annotations
@@ -11,58 +14,60 @@ import logging
 import os
 import sys
 
-from .errors import BarkOnnxError
+from .runtime.commands import Parser
+from .runtime.errors import BarkOnnxError
 
 EXPORT_HINT = "this subcommand needs the export extra: pip install 'bark-onnx[export]' (torch==2.13.0 first on CPU)"
+BENCH = "bench"
 
 
-def _export_parser(sub) -> None:
-    from bark_onnx.export.cli import add_arguments  # argparse only: no torch
-
-    p = sub.add_parser("export", help="export a Bark checkpoint to an ONNX model directory")
-    add_arguments(p)
-    p.set_defaults(func=_run_export)
-
-
-def _run_export(args) -> int:
-    from bark_onnx.export.cli import run
-
-    try:
-        return run(args)
-    except ImportError as err:  # torch, onnx or transformers missing
-        print(f"bark-onnx: {EXPORT_HINT} ({err})", file=sys.stderr)
-        return 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """Bad arguments: one line on stderr and exit status 2 (subcommand parsers share this class)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+def _with_export_extra(run):
+    """A subcommand that needs torch and onnx: without them, say which extra to install."""
+    def call(args) -> int:
+        try:
+            return run(args)
+        except ImportError as err:  # torch, onnx or transformers missing
+            raise BarkOnnxError(f"{EXPORT_HINT} ({err})") from None
+    return call
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bark-onnx", description="Suno's Bark text-to-audio on ONNX Runtime")
+    from .export.cli import add_arguments, add_demo_arguments, run, run_demo_command  # argparse only: no torch
+    from .runtime import commands
+    from .server.command import add_parser as add_serve_parser  # argparse only: no FastAPI
+
+    parser = Parser(prog="bark-onnx", description="Suno's Bark text-to-audio on ONNX Runtime")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (providers, timings)")
     sub = parser.add_subparsers(dest="command", required=True)
-    _export_parser(sub)
-    from . import cli_runtime
-    from .server.command import add_parser as add_serve_parser  # argparse only: no FastAPI
-    from bark_onnx.benchmarks.cli import add_parsers as add_bench_parsers  # argparse only: no torch, no pytest
-
-    cli_runtime.add_parsers(sub)
+    commands.add_parsers(sub)
+    p = sub.add_parser("export", help="export a Bark checkpoint to an ONNX model directory")
+    add_arguments(p)
+    p.set_defaults(func=_with_export_extra(run))
+    p = sub.add_parser("demo", help="offline check: a random-weight model of Bark's real shapes, timed per stage")
+    add_demo_arguments(p)
+    p.set_defaults(func=_with_export_extra(run_demo_command))
     add_serve_parser(sub)
-    add_bench_parsers(sub)
+    sub.add_parser(BENCH, help="benchmarks against the PyTorch reference and transformers "
+                               "('bark-onnx bench --help' lists them; the bench extra)", add_help=False)
     return parser
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv[: command + 1] if argv[command:command + 1] == [BENCH] else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.command == BENCH:
+        def run(_args) -> int:
+            from .benchmarks.cli import main as bench_main
+
+            return bench_main(argv[command + 1:])
+    else:
+        run = args.func
     try:
-        return int(args.func(args) or 0)
+        return int(run(args) or 0)
     except BarkOnnxError as err:
         message = " ".join(str(err).splitlines())  # one line, whatever the message holds
         print(f"bark-onnx: error: {message}", file=sys.stderr)

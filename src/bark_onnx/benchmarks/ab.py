@@ -8,7 +8,7 @@ Per stage: each model's median and range, and the median of the per-round
 ratios B / A, the figure to judge a change by. The work is `bench`'s fixed
 13 s segment (benchmarks/workload.py).
 
-    bark-onnx bench-ab before/onnx-int8 after/onnx-int8 --stages semantic,coarse --rounds 6
+    bark-onnx bench ab before/onnx-int8 after/onnx-int8 --stages semantic,coarse --rounds 6
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ class OnnxBackend(Backend):
         return self.memory.read() if self.tts.placement.on_gpu else (None, None)
 
     def runs_on(self) -> str:
-        from bark_onnx.providers import short
+        from bark_onnx.runtime.sessions.providers import short
 
         return "+".join(short(p) for p in self.tts.placement.running)
 

@@ -1,4 +1,14 @@
-"""The `bark-onnx bench*` commands: their arguments, checked, and the module that runs each."""
+"""`bark-onnx bench <what>`: the benchmarks' commands, their arguments, and the module that runs each.
+
+    stages       every stage and a whole segment against the PyTorch reference and transformers
+    concurrency  many requests on one model against the same ones in a row
+    serve        a speech server under load, then a soak
+    footprint    disk per graph and peak memory of a generation
+    fastpath     the coarse window's prefill and step, per graph variant
+    int8         the coarse graph's two int8 forms
+    ab           two model directories in one process, stage by stage
+    compare      exit 1 when a stage got slower than in a baseline run
+"""
 
 from __future__ import annotations
 
@@ -6,8 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from bark_onnx.files import write_atomic
-from bark_onnx.providers import provider_names
+from bark_onnx.runtime.commands import Parser
+from bark_onnx.runtime.files import write_atomic
+from bark_onnx.runtime.sessions.providers import provider_names
 
 from . import report
 from .ab import STAGES as AB_STAGES
@@ -15,7 +26,7 @@ from .workload import ALL_BACKENDS
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("bench", help="time every stage against the PyTorch reference and transformers")
+    p = sub.add_parser("stages", help="time every stage against the PyTorch reference and transformers")
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small",
                    help="transformer shapes: tiny (a smoke test), small (bark-small), large (bark)")
     p.add_argument("--backends", default=ALL_BACKENDS, help=f"comma-separated (default {ALL_BACKENDS})")
@@ -33,13 +44,13 @@ def add_parsers(sub) -> None:
                    help="skip the precision price (fp16/int8/int4 against fp32, teacher-forced)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("bench-fastpath", help="time the coarse window prefill and step of each fast-path variant")
+    p = sub.add_parser("fastpath", help="time the coarse window prefill and step of each fast-path variant")
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
     p.add_argument("--threads", type=int, help="threads (default: all cores)")
     p.add_argument("--out", help="also write the rows as JSON here")
     p.set_defaults(func=cmd_fastpath)
 
-    p = sub.add_parser("bench-concurrency", help="many requests on one model against the same ones in a row")
+    p = sub.add_parser("concurrency", help="many requests on one model against the same ones in a row")
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
     p.add_argument("--precisions", default="fp32,int8", help="comma-separated (default fp32,int8)")
     p.add_argument("--levels", default="1,2,4,8", help="concurrent requests to measure (default 1,2,4,8)")
@@ -51,7 +62,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--cache", help="where the random checkpoints and exports are kept")
     p.set_defaults(func=cmd_concurrency)
 
-    p = sub.add_parser("bench-int8", help="time the coarse graph's two int8 forms (activations per tensor or per row)")
+    p = sub.add_parser("int8", help="time the coarse graph's two int8 forms (activations per tensor or per row)")
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
     p.add_argument("--threads", type=int, help="threads (default: all cores)")
     p.add_argument("--rounds", type=int, default=5, help="alternating timed rounds, after a warm-up")
@@ -59,7 +70,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_int8)
 
-    p = sub.add_parser("bench-footprint", help="MB on disk per graph and peak memory of one 13 s generation")
+    p = sub.add_parser("footprint", help="MB on disk per graph and peak memory of one 13 s generation")
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
     p.add_argument("--precisions", default="int8", help="comma-separated: fp32, fp16, int8, int4 (default int8)")
     p.add_argument("--threads", type=int, help="threads (default: all cores)")
@@ -68,7 +79,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_footprint)
 
-    p = sub.add_parser("bench-ab", help="two model directories in one process, stage by stage in alternating rounds")
+    p = sub.add_parser("ab", help="two model directories in one process, stage by stage in alternating rounds")
     p.add_argument("model_a", help="model directory A (e.g. the export before a change)")
     p.add_argument("model_b", help="model directory B; the ratios printed are B / A")
     p.add_argument("--stages", default="semantic,coarse,fine,codec", help="comma-separated, of " + ",".join(AB_STAGES))
@@ -78,14 +89,14 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_ab)
 
-    p = sub.add_parser("bench-compare", help="exit 1 when a stage is slower than in a baseline results.json")
+    p = sub.add_parser("compare", help="exit 1 when a stage is slower than in a baseline results.json")
     p.add_argument("baseline", help="results.json (or pytest-benchmark JSON) of the baseline run")
     p.add_argument("current", help="results.json (or pytest-benchmark JSON) of the run to check")
     p.add_argument("--threshold", type=float, default=0.15, help="allowed slowdown of a median (0.15 = 15%%)")
     p.add_argument("--backends", help="only these backends (default: all in both files)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("bench-serve", help="load a speech server at 1x and 2x its max batch (times its replicas), "
+    p = sub.add_parser("serve", help="load a speech server at 1x and 2x its max batch (times its replicas), "
                                                  "then a soak")
     p.add_argument("--model", help="start `bark-onnx serve` on this model (127.0.0.1, a free port)")
     p.add_argument("--size", choices=("tiny", "small", "large"),
@@ -107,6 +118,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--time-limit", type=float, default=3600.0, help="stop sending after this many seconds")
     p.add_argument("--out", help="also write the results as JSON here")
     p.set_defaults(func=cmd_serve)
+
+
+def main(argv: list[str]) -> int:
+    """`bark-onnx bench ARGV`: parse and run one benchmark command (errors are the caller's to print)."""
+    parser = Parser(prog="bark-onnx bench", description="Benchmarks against the PyTorch reference and transformers "
+                                                         "(the bench and export extras).")
+    add_parsers(parser.add_subparsers(dest="what", required=True, metavar="what"))
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
 
 
 def cmd_bench(args) -> int:
@@ -216,8 +236,8 @@ def _write_partial(raw: Path, out: Path) -> None:
 
 
 def _roofline(paths: dict, precisions: list[str], threads: int | None) -> dict:
-    from bark_onnx.config import ModelConfig
-    from bark_onnx.sessions import default_threads
+    from bark_onnx.runtime.model.config import ModelConfig
+    from bark_onnx.runtime.sessions.session import default_threads
 
     from .roofline import estimate, machine_rates
     from .workload import SEGMENT

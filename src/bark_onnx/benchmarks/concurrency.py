@@ -1,6 +1,6 @@
 """Many requests on one model: throughput and time to first audio against the same requests in a row.
 
-`bark-onnx bench-concurrency` (a process per precision, so each peak memory is its own):
+`bark-onnx bench concurrency` (a process per precision, so each peak memory is its own):
 
 - semantic: N `text_to_semantic` calls from N threads at once, against the same N one after another
   (tokens per second, and whether every result equals its sequential twin);
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bark_onnx.files import write_atomic
-from bark_onnx.semantic import duration_for_tokens
+from bark_onnx.runtime.files import write_atomic
+from bark_onnx.runtime.stages.semantic import duration_for_tokens
 
-from .workload import TEXT
 from .report import write_json
+from .workload import TEXT
 
 LEVELS = (1, 2, 4, 8)
 
@@ -58,13 +58,13 @@ def _generate(tts, requests: list[dict], concurrent: bool):
     t0 = time.perf_counter()
     results, firsts = [], []
     if concurrent:
-        jobs = [tts.submit(r["text"], seed=r["seed"], max_gen_duration_s=r["max_gen_duration_s"],
+        jobs = [tts.stream(r["text"], seed=r["seed"], max_gen_duration_s=r["max_gen_duration_s"],
                            allow_early_stop=False) for r in requests]
         results = [job.result() for job in jobs]
         firsts = [job.first_chunk_s for job in jobs]
     else:
         for r in requests:
-            job = tts.submit(r["text"], seed=r["seed"], max_gen_duration_s=r["max_gen_duration_s"],
+            job = tts.stream(r["text"], seed=r["seed"], max_gen_duration_s=r["max_gen_duration_s"],
                              allow_early_stop=False)
             results.append(job.result())
             firsts.append(job.first_chunk_s)

@@ -5,7 +5,7 @@ this process (no torch work runs here before timing) on the coarse stage's
 two hot calls: the prefill of a full window (256 semantic + infer + 630 coarse
 tokens) and a one-token step with 600 cached positions.
 
-    bark-onnx bench-fastpath --size small
+    bark-onnx bench fastpath --size small
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ def _time(fn, repeat: int) -> tuple[float, float, float]:
 def measure(model_path: Path, cfg, kv: str, threads: int, optimize: bool = True) -> dict:
     import onnxruntime as ort
 
-    from bark_onnx.config import GraphInfo
-    from bark_onnx.decoder import CausalDecoder
-    from bark_onnx.sessions import Placement
+    from bark_onnx.runtime.model.config import GraphInfo
+    from bark_onnx.runtime.engine.decoder import CausalDecoder
+    from bark_onnx.runtime.sessions.providers import Placement
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -72,7 +72,7 @@ def run(size: str = "small", threads: int | None = None, out=sys.stdout) -> list
     from bark_onnx.export.exporter import save_graph
     from bark_onnx.export.gpt_graphs import build_causal
     from bark_onnx.kernels.quantize import quantize_graph
-    from bark_onnx.sessions import default_threads
+    from bark_onnx.runtime.sessions.session import default_threads
 
     from .prepare import prepare
 

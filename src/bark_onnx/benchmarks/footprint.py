@@ -1,4 +1,4 @@
-"""What a model costs on disk and in memory: `bark-onnx bench-footprint`.
+"""What a model costs on disk and in memory: `bark-onnx bench footprint`.
 
 - Disk: the bytes of each graph with its external data, per graph and in all
   (MB = 10^6 bytes).
@@ -7,7 +7,7 @@
   (VmHWM, see worker.py) after loading and after each stage. The process
   imports numpy and ONNX Runtime only, as a service would.
 
-    bark-onnx bench-footprint --size small --precisions fp32,int8 [--generations 4]
+    bark-onnx bench footprint --size small --precisions fp32,int8 [--generations 4]
 
 With --generations N, the process runs the segment N times and reports its peak
 after each: memory that grows from one request to the next shows there.
@@ -27,7 +27,7 @@ MB = 1e6
 def disk_mb(model_dir: Path) -> dict[str, float]:
     """MB on disk per graph (the .onnx file and its .data) and in all; 'steps' is the step-only
     graphs of a GPU-ready export (their weights are those of the full graphs' data files)."""
-    from bark_onnx.config import ModelConfig
+    from bark_onnx.runtime.model.config import ModelConfig
 
     config = ModelConfig.load(model_dir)
 

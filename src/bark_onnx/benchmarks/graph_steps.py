@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bark_onnx.providers import provider_names
+from bark_onnx.runtime.sessions.providers import provider_names
 
 from .report import print_json
 from .workload import SEGMENT, STAGES

@@ -11,7 +11,7 @@ shared machine's drift hits both alike: the window prefill (256 + 1 + 630
 tokens) and a one-token step after 600 cached positions, at batch 1 and 8.
 Also printed: how far a row's logits move between alone and in a batch of 8.
 
-    bark-onnx bench-int8 --size small --rounds 5
+    bark-onnx bench int8 --size small --rounds 5
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ def _per_tensor(src: Path, dst: Path) -> None:
 
 
 def _decoder(path: Path, cfg, threads: int, rows: int):
-    from bark_onnx.config import GraphInfo
-    from bark_onnx.decoder import CausalDecoder
-    from bark_onnx.sessions import create_session, make_placement
+    from bark_onnx.runtime.model.config import GraphInfo
+    from bark_onnx.runtime.engine.decoder import CausalDecoder
+    from bark_onnx.runtime.sessions.session import create_session, make_placement
 
     placement = make_placement(["cpu"], threads)
     session = create_session(path, placement)
@@ -105,7 +105,7 @@ def run(size: str = "small", threads: int | None = None, rounds: int = 5, batch:
     from bark_onnx.export.exporter import COARSE_LOGITS, save_graph
     from bark_onnx.export.gpt_graphs import build_causal
     from bark_onnx.kernels.quantize import quantize_graph
-    from bark_onnx.sessions import default_threads
+    from bark_onnx.runtime.sessions.session import default_threads
 
     from .prepare import prepare
     from .report import cpu_flags

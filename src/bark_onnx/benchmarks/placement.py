@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from bark_onnx.config import STAGES, ModelConfig
-from bark_onnx.provider_options import session_providers
-from bark_onnx.providers import CPU, GPU_PROVIDERS
-from bark_onnx.sessions import make_placement
+from bark_onnx.runtime.model.config import STAGES, ModelConfig
+from bark_onnx.runtime.sessions.gpu_options import session_providers
+from bark_onnx.runtime.sessions.providers import CPU, GPU_PROVIDERS
+from bark_onnx.runtime.sessions.session import make_placement
 
 from .report import write_json
 

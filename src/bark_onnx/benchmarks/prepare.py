@@ -12,9 +12,9 @@ import hashlib
 import sys
 from pathlib import Path
 
-from bark_onnx.cache import cache_root
-from bark_onnx.config import CONFIG_FILE
-from bark_onnx.files import write_atomic
+from bark_onnx.runtime.model.paths import cache_root
+from bark_onnx.runtime.model.config import CONFIG_FILE
+from bark_onnx.runtime.files import write_atomic
 
 FINGERPRINT_FILE = "bench-fingerprint.txt"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from bark_onnx import Bark
-from bark_onnx.constants import COARSE_INFER_TOKEN, SEMANTIC_INFER_TOKEN
-from bark_onnx.providers import short
+from bark_onnx.runtime.constants import COARSE_INFER_TOKEN, SEMANTIC_INFER_TOKEN
+from bark_onnx.runtime.sessions.providers import short
 
 from .workload import TEXT
 

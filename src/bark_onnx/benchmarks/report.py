@@ -7,7 +7,7 @@ import json
 import platform
 from pathlib import Path
 
-from bark_onnx.files import write_atomic
+from bark_onnx.runtime.files import write_atomic
 
 REFERENCES = ("transformers", "reference")
 STAGE_ORDER = ("semantic", "coarse", "fine", "codec", "segment")

@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from bark_onnx.coarse import CoarseOptions
-from bark_onnx.config import CodecConfig, GPTConfig
+from bark_onnx.runtime.stages.coarse import CoarseOptions
+from bark_onnx.runtime.model.config import CodecConfig, GPTConfig
 
 from .workload import Workload
 

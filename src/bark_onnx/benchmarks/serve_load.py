@@ -1,4 +1,4 @@
-"""`bark-onnx bench-serve`: a bounded load on a speech server, then a soak.
+"""`bark-onnx bench serve`: a bounded load on a speech server, then a soak.
 
 Closed loop: at each concurrency (1x and 2x the engine's max batch, times the
 replicas behind a Ray Serve deployment), that many
@@ -208,7 +208,7 @@ def table(result: dict) -> str:
 
 
 def server_args(args) -> list[str]:
-    """The options of the `bark-onnx serve` that bench-serve starts."""
+    """The options of the `bark-onnx serve` that bench serve starts."""
     extra = ["--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue)]
     if args.threads:
         extra += ["--threads", str(args.threads)]
@@ -221,10 +221,10 @@ def run(args) -> int:
     try:
         import httpx  # noqa: F401
     except ImportError:
-        print("bark-onnx: bench-serve needs httpx: pip install 'bark-onnx[bench]'", file=sys.stderr)
+        print("bark-onnx: bench serve needs httpx: pip install 'bark-onnx[bench]'", file=sys.stderr)
         return 2
     if sum(map(bool, (args.model, args.size, args.url))) != 1:
-        print("bark-onnx: bench-serve needs one of --model or --size (start a server) or --url (a running one)",
+        print("bark-onnx: bench serve needs one of --model or --size (start a server) or --url (a running one)",
               file=sys.stderr)
         return 2
     model = args.model

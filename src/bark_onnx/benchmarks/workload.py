@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bark_onnx.coarse import n_coarse_steps
-from bark_onnx.constants import SAMPLE_RATE, SAMPLES_PER_FRAME
-from bark_onnx.semantic import duration_for_tokens
+from bark_onnx.runtime.stages.coarse import n_coarse_steps
+from bark_onnx.runtime.constants import SAMPLE_RATE, SAMPLES_PER_FRAME
+from bark_onnx.runtime.stages.semantic import duration_for_tokens
 
 STAGES = ("semantic", "coarse", "fine", "codec")
 ONNX_ONLY = ("first_audio", "semantic_b1", "semantic_b8")  # streaming and batching: this runtime's features

@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from bark_onnx.cache import SUNO_FILES
-from bark_onnx.config import CodecConfig, GPTConfig
-from bark_onnx.errors import CheckpointError
-from bark_onnx.voices import VOICE_KEYS, Voice, load_voice_arrays, load_voice_file
+from bark_onnx.runtime.model.cache import SUNO_FILES
+from bark_onnx.runtime.model.config import CodecConfig, GPTConfig
+from bark_onnx.runtime.errors import CheckpointError
+from bark_onnx.runtime.model.voices import VOICE_KEYS, Voice, load_voice_arrays, load_voice_file
 
 from .codec_checkpoint import codec_config_from_hf, codec_state_to_ours, find_codec
 from .weights import (

@@ -1,10 +1,13 @@
-"""`bark-onnx export`: arguments and entry point (loaded only when the subcommand runs)."""
+"""`bark-onnx export` and `bark-onnx demo`: arguments (argparse only: no torch) and entry points."""
 
 from __future__ import annotations
 
 import argparse
 
-from bark_onnx.config import KV_LAYOUTS, PRECISIONS
+from bark_onnx.runtime.audio import GrowingWav
+from bark_onnx.runtime.commands import add_runtime_options, seconds_type
+from bark_onnx.runtime.model.config import KV_LAYOUTS, PRECISIONS
+from bark_onnx.runtime.sessions.providers import provider_names
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,3 +36,25 @@ def run(args: argparse.Namespace) -> int:
         progress=not getattr(args, "silent", False),
     )
     return 0
+
+
+def add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", choices=("small", "large", "tiny"), default="small",
+                   help="bark-small or bark shapes (tiny: a 2-layer model, for a quick install check)")
+    p.add_argument("--precision", choices=PRECISIONS, help="graphs to build (default: fp16 where CUDA runs, else fp32)")
+    p.add_argument("--seconds", type=seconds_type, default=13.0, help="audio length to generate (EOS off)")
+    p.add_argument("--out", help="also write the (noise) WAV here")
+    p.add_argument("--silent", action="store_true", help="no progress bars")
+    add_runtime_options(p)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    if args.out:
+        GrowingWav(args.out).discard()  # a bad --out fails now, not after the export and generation
+    from bark_onnx.runtime.sessions.session import machine_precision
+
+    from .demo import run_demo
+
+    providers = provider_names(args.providers)
+    return run_demo(size=args.size, precision=args.precision or machine_precision(providers), seconds=args.seconds,
+                    out=args.out, providers=providers, threads=args.threads, silent=args.silent)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from bark_onnx.config import CodecConfig
-from bark_onnx.errors import CheckpointError
+from bark_onnx.runtime.model.config import CodecConfig
+from bark_onnx.runtime.errors import CheckpointError
 
 from .weights import find_hf_weights, hub_snapshot, load_weight_file, looks_like_hub_id, read_json
 

@@ -16,7 +16,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from bark_onnx.config import GraphInfo
+from bark_onnx.runtime.model.config import GraphInfo
 
 from .encodec import CausalConvTranspose1d, EncodecDecoder
 from .onnx_builder import OPSET

@@ -12,11 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bark_onnx.bark import Bark
-from bark_onnx.cache import cache_root
-from bark_onnx.config import CONFIG_FILE
-from bark_onnx.constants import SEMANTIC_RATE_HZ
-from bark_onnx.semantic import duration_for_tokens
+from bark_onnx.runtime.bark import Bark
+from bark_onnx.runtime.model.paths import cache_root
+from bark_onnx.runtime.model.config import CONFIG_FILE
+from bark_onnx.runtime.constants import SEMANTIC_RATE_HZ
+from bark_onnx.runtime.stages.semantic import duration_for_tokens
 
 from .exporter import export_model
 from .factory import write_checkpoint
@@ -64,7 +64,7 @@ def run_demo(size: str = "small", precision: str = "fp32", seconds: float = 13.0
     print(f"  {'total':9s} {total:7.2f} s   real-time factor {total / audio_s:.2f} "
           f"({'faster' if total < audio_s else 'slower'} than real time)")
     if out:
-        from bark_onnx.audio import write_wav
+        from bark_onnx.runtime.audio import write_wav
 
         write_wav(out, audio)
         print(f"wrote {out} (noise: {BANNER.split(':')[0].lower()})", file=sys.stderr)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bark_onnx.config import CodecConfig
+from bark_onnx.runtime.model.config import CodecConfig
 
 
 class CausalConv1d(nn.Module):

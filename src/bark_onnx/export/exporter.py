@@ -19,18 +19,18 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from bark_onnx import __version__
-from bark_onnx import constants as C
-from bark_onnx.config import PRECISIONS, VOICES_DIR, ModelConfig
-from bark_onnx.errors import BarkOnnxError
+from bark_onnx.version import __version__
+from bark_onnx.runtime import constants as C
+from bark_onnx.runtime.model.config import PRECISIONS, VOICES_DIR, ModelConfig
+from bark_onnx.runtime.errors import BarkOnnxError
 
 from bark_onnx.kernels.quantize import QUANTIZED, fp16_storage, quantize_graph
 
 from .checkpoints import load_checkpoint
 from .codec_graph import build_codec
 from .gpt_graphs import build_causal, build_fine
-from .onnx_builder import OPSET
 from .models import build_models
+from .onnx_builder import OPSET
 from .tokenizer import write_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def _fp16_codec(model: onnx.ModelProto) -> onnx.ModelProto:
     return convert_float_to_float16(model, keep_io_types=True)
 
 
-class Progress:
+class StepLog:
     """Numbered step lines on stderr with the time each step took."""
 
     def __init__(self, total: int, enabled: bool = True, stream=sys.stderr):
@@ -133,7 +133,7 @@ def export_model(
     if out.exists() and not (out / "config.json").is_file():
         raise BarkOnnxError(f"{out} exists and is not a bark-onnx model directory; refusing to replace it")
     report = report or (lambda line: print(line, file=sys.stderr))
-    step = Progress(8 if validate else 7, progress)
+    step = StepLog(8 if validate else 7, progress)
 
     step(f"reading checkpoint {checkpoint}")
     source = load_checkpoint(checkpoint, codec=codec, tokenizer=tokenizer, small=small)

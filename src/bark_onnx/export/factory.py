@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bark_onnx.config import CodecConfig, GPTConfig
-from bark_onnx.constants import CODEBOOK_SIZE, SEMANTIC_VOCAB_SIZE
+from bark_onnx.runtime.model.config import CodecConfig, GPTConfig
+from bark_onnx.runtime.constants import CODEBOOK_SIZE, SEMANTIC_VOCAB_SIZE
 
 from .encodec import EncodecDecoder
 from .gpt import CausalGPT, FineGPT

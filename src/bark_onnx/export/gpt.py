@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bark_onnx.config import GPTConfig
+from bark_onnx.runtime.model.config import GPTConfig
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 

@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from bark_onnx.config import GPTConfig, GraphInfo
+from bark_onnx.runtime.model.config import GPTConfig, GraphInfo
 
 from .onnx_builder import MS_DOMAIN, OPSET, GraphBuilder
 
@@ -130,7 +130,7 @@ class _Blocks:
             otherwise: delta ─(+bias)─Add(x)─> x' ─LayerNormalization─> LN(x')
 
         The fused op saves a kernel launch on CUDA, where fp16 graphs run. ONNX Runtime's
-        CPU kernel of it is slower than the two standard ops (`bark-onnx bench-fastpath` times
+        CPU kernel of it is slower than the two standard ops (`bark-onnx bench fastpath` times
         the coarse graph both ways: 10 % of its fp32 window prefill), so the fp32 graphs, and
         the int8 and int4 ones made from them, keep the standard ops.
         """

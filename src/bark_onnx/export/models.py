@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bark_onnx.errors import CheckpointError
+from bark_onnx.runtime.errors import CheckpointError
 
 from .checkpoints import BarkSource
 from .encodec import EncodecDecoder

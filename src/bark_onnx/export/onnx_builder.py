@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-MS_DOMAIN = "com.microsoft"
+from bark_onnx.kernels.quantize import MS_DOMAIN  # ONNX Runtime's contrib ops; re-exported for the graph builders
 OPSET = 17  # every graph of a model directory (ONNX Runtime >= 1.20 reads it)
 ONNX_TYPE = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.FLOAT16,
              np.dtype(np.int64): TensorProto.INT64, np.dtype(np.int32): TensorProto.INT32,

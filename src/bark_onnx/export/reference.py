@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bark_onnx import constants as C
+from bark_onnx.runtime import constants as C
 
 Tokenize = Callable[[str], list[int]]
 

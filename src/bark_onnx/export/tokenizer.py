@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-from bark_onnx.errors import CheckpointError
+from bark_onnx.runtime.errors import CheckpointError
 
 
 def tokenizer_from_vocab(vocab_path: Path) -> Tokenizer:

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bark_onnx import constants as C
-from bark_onnx.config import ModelConfig
-from bark_onnx.decoder import CausalDecoder
-from bark_onnx.errors import BarkOnnxError
-from bark_onnx.sessions import create_session, make_placement
+from bark_onnx.runtime import constants as C
+from bark_onnx.runtime.model.config import ModelConfig
+from bark_onnx.runtime.engine.decoder import CausalDecoder
+from bark_onnx.runtime.errors import BarkOnnxError
+from bark_onnx.runtime.sessions.session import create_session, make_placement
 
 # Largest absolute error accepted per precision (logits, cache and audio).
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "int8": None, "int4": None}

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bark_onnx.errors import CheckpointError
+from bark_onnx.runtime.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 

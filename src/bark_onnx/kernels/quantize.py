@@ -24,7 +24,7 @@ import numpy as np
 
 QUANTIZED = ("int8", "int4")
 INT4_BLOCK = 32
-MS_DOMAIN = "com.microsoft"
+MS_DOMAIN = "com.microsoft"  # the domain of ONNX Runtime's contrib ops
 
 
 def quantize_graph(src: Path, dst: Path, precision: str) -> None:

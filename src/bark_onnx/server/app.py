@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
-from .. import __version__
+from ..version import __version__
 from .encoding import MEDIA_TYPES
 from .errors import ApiError, error_body, install_handlers
 from .metrics import Metrics
@@ -88,19 +88,19 @@ def create_app(tts, settings: ServerSettings | None = None) -> FastAPI:
     sample_rate). It neither loads nor closes the model; set `app.state.bark.draining = True` to refuse
     new speech requests (503) while the ones in flight finish."""
     settings = settings or ServerSettings()
-    metrics = Metrics(tts.stats, settings.model_name, settings.instance)
+    metrics = Metrics(tts.stats, settings.model_name, settings.instance_name)
     state = ServerState(tts, settings, frozenset(tts.voices.names()), metrics, int(time.time()))
     app = FastAPI(title="bark-onnx", version=__version__,
                   description="Bark text-to-audio behind OpenAI's speech API. `instructions` is accepted and "
                               "ignored; `speed` must be 1.0; Bark's own options are extra fields.")
     app.state.bark = state
     install_handlers(app)
-    app.add_middleware(Guard, metrics=metrics, instance=settings.instance, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(Guard, metrics=metrics, instance=settings.instance_name, max_body_bytes=settings.max_body_bytes)
     app.include_router(_v1_routes(state))
 
     def unavailable(message: str) -> JSONResponse:
         return JSONResponse(error_body(message, "server_error", None, "unavailable"), status_code=503,
-                            headers={"Retry-After": str(settings.retry_after_s)})
+                            headers={"Retry-After": str(settings.retry_after)})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
@@ -110,7 +110,7 @@ def create_app(tts, settings: ServerSettings | None = None) -> FastAPI:
     async def health():
         if not tts.engine.alive:
             return unavailable("the engine has stopped")
-        return {"status": "ok", "instance": settings.instance}
+        return {"status": "ok", "instance": settings.instance_name}
 
     @app.get("/ready", summary="The model is loaded and new requests are accepted")
     async def ready():
@@ -118,7 +118,7 @@ def create_app(tts, settings: ServerSettings | None = None) -> FastAPI:
             return unavailable("shutting down")
         if not tts.engine.alive:
             return unavailable("the engine has stopped")
-        return {"status": "ready", "model": settings.model_name, "instance": settings.instance}
+        return {"status": "ready", "model": settings.model_name, "instance": settings.instance_name}
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     async def prometheus():

@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 
-from ..audio import to_pcm16, wav_header
+from ..runtime.audio import to_pcm16, wav_header
 
 MEDIA_TYPES = {
     "pcm": "audio/pcm",

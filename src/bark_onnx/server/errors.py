@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..runtime.errors import BarkOnnxError, EngineClosedError, QueueFullError, VoiceError
+
 logger = logging.getLogger(__name__)
 
 CLIENT_CLOSED = 499  # nginx's status for a request whose client went away; never reaches the client
@@ -23,6 +25,26 @@ class ApiError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
         self.type = type or ("invalid_request_error" if status < 500 else "server_error")
         self.headers = headers or {}
+
+
+# the runtime's names for what the request body calls otherwise
+_BODY_FIELDS = {"text": "input"}
+
+
+def api_error(err: BarkOnnxError, settings) -> ApiError:
+    """The answer to an error the runtime raised for a request: bad input and unknown voices are a
+    400 naming the field, a full queue a 429 and a closed engine a 503 (both with Retry-After);
+    anything else the runtime refuses is a 400 with its message."""
+    retry = {"Retry-After": str(settings.retry_after)}
+    if isinstance(err, QueueFullError):
+        return ApiError(429, f"the server is busy: {err}", type="rate_limit_error", code="queue_full", headers=retry)
+    if isinstance(err, EngineClosedError):
+        return ApiError(503, "the server is shutting down; retry on another instance", code="shutting_down",
+                        headers=retry)
+    if isinstance(err, VoiceError):
+        return ApiError(400, str(err), param="voice", code="invalid_value")
+    param = getattr(err, "param", None)
+    return ApiError(400, str(err), param=_BODY_FIELDS.get(param, param), code="invalid_value")
 
 
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:

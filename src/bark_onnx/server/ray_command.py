@@ -20,15 +20,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..cache import HUB_MODELS
-from ..errors import BarkOnnxError
-from ..offline import is_offline
-from ..providers import provider_names
+from ..runtime.errors import BarkOnnxError
+from ..runtime.model.cache import model_or_default
+from ..runtime.model.config import ModelConfig
+from ..runtime.model.hub import resolve_model_dir
+from ..runtime.model.hub import is_offline
+from .launch import listen
+from .settings import ServerSettings
 
 logger = logging.getLogger(__name__)
 
 RAY_HINT = "serve --ray needs the ray extra: pip install 'bark-onnx[ray]'"
-DEFAULT_MODEL = HUB_MODELS[True]  # exported into the cache on first use, as `bark-onnx serve` does
 # The local instance's shared-memory object store: requests and audio chunks travel as small
 # messages, so Ray's default (30 % of the machine's memory) would only reserve memory.
 LOCAL_OBJECT_STORE_BYTES = 128 * 2 ** 20
@@ -38,59 +40,24 @@ class _Stop(Exception):
     """A stop signal arrived: leave whatever waits, then tear down."""
 
 
-def add_arguments(p) -> None:
-    g = p.add_argument_group("Ray Serve (--ray): replicas of the server behind Serve's router")
-    g.add_argument("--ray", action="store_true",
-                   help="serve as a Ray Serve application: one engine per replica, on a local Ray or a cluster")
-    scale = g.add_mutually_exclusive_group()
-    scale.add_argument("--replicas", type=int, help="replicas, each with its own engine (default 1)")
-    scale.add_argument("--autoscale", metavar="MIN:MAX",
-                       help="scale between MIN and MAX replicas on the requests in flight (more than --max-batch "
-                            "per replica: scale out)")
-    g.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray instance)")
-    g.add_argument("--gpus-per-replica", type=float,
-                   help="GPUs each replica reserves, fractions share one (default: 1 when --providers names cuda or "
-                        "tensorrt, else 0)")
-
-
-def check_arguments(args) -> None:
-    """The Ray options make sense only with --ray."""
-    if args.ray:
-        return
-    given = [flag for flag, value in (("--replicas", args.replicas), ("--autoscale", args.autoscale),
-                                      ("--ray-address", args.ray_address),
-                                      ("--gpus-per-replica", args.gpus_per_replica)) if value is not None]
-    if given:
-        raise BarkOnnxError(f"{', '.join(given)} only apply with --ray (serve on Ray Serve); add --ray")
-
-
 def _free_port(host: str, port: int) -> int:
     """`port` if it is free on `host`, a free one for 0; Serve's proxy binds it a moment later."""
-    from .command import listen  # command imports this module's arguments
-
     with listen(host, port) as sock:
         return sock.getsockname()[1]
 
 
-def _model(args, local: bool, offline: bool) -> str:
+def _model(settings: ServerSettings, local: bool) -> str:
     """What the replicas load: on a local instance, the resolved directory (checked here, before any
     replica starts); on a cluster, the path or hub id as given (it must exist on every node)."""
-    if not args.model:
-        if not local:
-            raise BarkOnnxError("with a Ray cluster, give --model: a model directory at the same path on every "
-                                "node, or the hub id of an exported model")
-        from ..cache import ensure_model
-
-        return str(ensure_model(small=True, progress=True))
+    if not settings.model and not local:
+        raise BarkOnnxError("with a Ray cluster, give --model: a model directory at the same path on every "
+                            "node, or the hub id of an exported model")
     if not local:
-        path = Path(args.model).expanduser()
-        return str(path.resolve()) if path.exists() else args.model
-    from ..config import ModelConfig
-    from ..hub import resolve_model_dir
-
-    model_dir = resolve_model_dir(args.model, offline).resolve()
+        path = Path(settings.model).expanduser()
+        return str(path.resolve()) if path.exists() else settings.model
+    model_dir = resolve_model_dir(model_or_default(settings.model, offline=settings.offline), settings.offline)
     ModelConfig.load(model_dir)  # a wrong directory fails now, with the loader's message
-    return str(model_dir)
+    return str(Path(model_dir).resolve())
 
 
 def _raise_stop(sig, frame) -> None:
@@ -113,8 +80,8 @@ def _start_ray(ray, address: str | None, cpus: int, verbose: bool) -> None:
                             "cluster with token authentication set RAY_AUTH_MODE=token and its token") from None
 
 
-def run_ray(args, settings) -> int:
-    address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
+def run_ray(settings: ServerSettings) -> int:
+    address = settings.ray_address or os.environ.get("RAY_ADDRESS") or None
     local = address is None
     if local:  # read when ray is imported: every process of the local instance binds loopback only
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -123,37 +90,32 @@ def run_ray(args, settings) -> int:
         import ray
         from ray import serve
 
-        from .ray_app import APP_NAME, ReplicaPlan, application, parse_autoscale
+        from .ray_app import APP_NAME, application
     except ImportError as err:
         raise BarkOnnxError(f"{RAY_HINT} ({err})") from None
 
-    autoscale = parse_autoscale(args.autoscale) if args.autoscale else None
-    replicas = args.replicas if args.replicas is not None else 1
-    plan = ReplicaPlan(args.model or DEFAULT_MODEL, settings, providers=provider_names(args.providers),
-                       threads=1 if args.threads is None else args.threads, gpus=args.gpus_per_replica,
-                       max_batch=args.max_batch, max_queue=args.max_queue, instance=args.instance,
-                       offline=is_offline())  # the replicas follow this command's offline switch
-    application(plan, replicas, autoscale, args.drain_timeout)  # every option checked before the model
-    plan = replace(plan, model=_model(args, local, plan.offline))
-    app = application(plan, replicas, autoscale, args.drain_timeout)
-    port = _free_port(args.host, args.port)
-    most = autoscale[1] if autoscale else replicas
+    # the replicas follow this command's offline switch, and load what was checked here
+    settings = replace(settings, model=_model(settings, local), offline=is_offline(settings.offline))
+    app = application(settings)
+    port = _free_port(settings.host, settings.port)
+    most, threads = settings.most_replicas, settings.session_threads
     verbose = logging.getLogger().isEnabledFor(logging.INFO)
-    if local and most * plan.threads > (os.cpu_count() or 1):
-        logger.warning("%d replicas of %d threads oversubscribe this machine's %d cores", most, plan.threads,
+    if local and most * threads > (os.cpu_count() or 1):
+        logger.warning("%d replicas of %d threads oversubscribe this machine's %d cores", most, threads,
                        os.cpu_count() or 1)
 
     originals = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _start_ray(ray, address, most * plan.threads, verbose)
+        _start_ray(ray, address, most * threads, verbose)
         for sig in originals:  # ray.init installs its own fatal-signal handlers: ours again
             signal.signal(sig, _raise_stop)
         if not verbose:
             logging.getLogger("ray.serve").setLevel(logging.WARNING)
-        _check_gpus(ray, plan.replica_gpus * most, local)
-        port = _start_serve(serve, args.host, port, args.port == 0, local, verbose)
+        _check_gpus(ray, settings.replica_gpus * most, local)
+        port = _start_serve(serve, settings.host, port, settings.port == 0, local, verbose)
         where = "a local Ray instance" if local else f"the Ray cluster at {address}"
-        scale = f"{autoscale[0]} to {autoscale[1]} replicas" if autoscale else f"{replicas} replicas"
+        scale = (f"{settings.autoscale[0]} to {settings.autoscale[1]} replicas" if settings.autoscale
+                 else f"{most} replicas")
         print(f"bark-onnx: Ray at {ray.get_runtime_context().gcs_address}; deploying {scale} on {where}",
               file=sys.stderr, flush=True)
         try:
@@ -161,7 +123,7 @@ def run_ray(args, settings) -> int:
         except RuntimeError as err:
             raise BarkOnnxError(f"the deployment failed: {' '.join(str(err).split())[:600]} (the replicas' logs "
                                 "say why: run with -v)") from None
-        host = f"[{args.host}]" if ":" in args.host else args.host
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
         print(f"bark-onnx: serving {settings.model_name} on http://{host}:{port}", file=sys.stderr, flush=True)
         while True:
             time.sleep(3600)  # until a signal raises _Stop

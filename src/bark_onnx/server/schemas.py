@@ -1,27 +1,29 @@
-"""The speech request: OpenAI's fields plus Bark's options, and what the server makes of them.
+"""The speech request: OpenAI's fields plus Bark's options, and the `Request` the server makes of it.
 
 Types are checked by pydantic (strictly: `"0.7"` is not a number, `true` not an
-integer); values by the runtime's own option checks, so the server accepts
-exactly what `Bark.submit` accepts, and every refusal names its field.
+integer). The body's Bark fields are made from the runtime's own list of option
+keywords (options.KEYWORDS, typed as the option dataclasses type them), and
+`plan_request` turns the body into a `Request` with `Request.make`, once: the
+server accepts exactly what `Bark.submit` accepts, every refusal names its
+field, and nothing is checked again downstream. The server's own rules are
+HTTP's: the model name, the input's size, the audio format, preset voices only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, Union
+from typing import Literal, Optional, Union, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..errors import InputError
-from ..longform import MAX_WORDS, split_text
-from ..options import PIPELINE_KEYWORDS, GenerationOptions, resolve
-from ..text import check_text
-from .errors import ApiError
+from ..runtime.errors import BarkOnnxError
+from ..runtime.options import KEYWORDS, STAGE_TYPES
+from ..runtime.request import Request
+from .errors import ApiError, api_error
 from .settings import ServerSettings
 
-FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 STREAMED_FORMATS = ("pcm", "wav")  # sent chunk by chunk as the audio is made; the others once it is complete
-BARK_OPTIONS = tuple(PIPELINE_KEYWORDS)
+MAX_WORDS_LIMIT = 100  # the most words per segment a client may ask for
 
 
 class VoiceRef(BaseModel):
@@ -31,7 +33,7 @@ class VoiceRef(BaseModel):
     id: str
 
 
-class SpeechRequest(BaseModel):
+class _SpeechFields(BaseModel):
     """POST /v1/audio/speech. `instructions` is accepted and ignored (Bark takes cues in the text)."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
@@ -43,38 +45,31 @@ class SpeechRequest(BaseModel):
     speed: float = Field(1.0, description="only 1.0: Bark speaks at its own pace")
     stream_format: Literal["audio", "sse"] = "audio"
     instructions: Optional[str] = Field(None, description="accepted and ignored")
-    # Bark's own options (see GenerationOptions); 0 is greedy decoding
-    seed: Optional[int] = Field(None, ge=0, le=2 ** 63 - 1)
-    text_temperature: Optional[float] = None
-    waveform_temperature: Optional[float] = None
-    fine_temperature: Optional[float] = None
-    top_k: Optional[int] = None
-    top_p: Optional[float] = None
-    min_eos_p: Optional[float] = None
-    max_gen_duration_s: Optional[float] = None
-    allow_early_stop: Optional[bool] = None
-    max_coarse_history: Optional[int] = None
-    sliding_window_len: Optional[int] = None
-    # long text (more than one segment): how segments are made and joined
-    history: Literal["voice", "previous"] = "voice"
-    pause_s: float = Field(0.25, ge=0, le=10)
-    max_words: int = Field(MAX_WORDS, ge=1, le=100)
+    seed: Optional[int] = Field(None, le=2 ** 63 - 1, description="makes the audio reproducible")
+    # long text (more than one segment): how segments are made and joined (the runtime's defaults)
+    history: Optional[str] = Field(None, description="long text: 'voice' (default) or 'previous'")
+    pause_s: Optional[float] = Field(None, description="long text: seconds of silence between segments (0.25)")
+    max_words: Optional[int] = Field(None, le=MAX_WORDS_LIMIT, description="long text: words per segment (30)")
+
+
+def _option_field(name: str) -> tuple:
+    """A body field for one of Bark's option keywords, typed as its option dataclass types it."""
+    stage, attr = KEYWORDS[name][0]
+    kind = get_type_hints(STAGE_TYPES[stage])[attr]
+    return Optional[kind], Field(None, description=f"Bark's {stage} {attr} (see GenerationOptions)")
+
+
+SpeechRequest = create_model("SpeechRequest", __base__=_SpeechFields,
+                             **{name: _option_field(name) for name in KEYWORDS})
 
 
 @dataclass(frozen=True)
 class Plan:
     """A checked request: what to submit and how to answer."""
 
-    text: str
-    voice: str | None
-    options: GenerationOptions
-    long: bool
+    request: Request
     format: str
     sse: bool
-    seed: int | None
-    history: str
-    pause_s: float
-    max_words: int
 
     @property
     def streamed(self) -> bool:
@@ -85,38 +80,21 @@ def _bad(message: str, param: str | None, code: str = "invalid_value") -> ApiErr
     return ApiError(400, message, param=param, code=code)
 
 
-def _options(body: SpeechRequest) -> GenerationOptions:
-    given = {name: getattr(body, name) for name in BARK_OPTIONS if getattr(body, name) is not None}
-    for name, value in given.items():  # one at a time first, so the refusal names its field
-        try:
-            resolve(None, {name: value}, PIPELINE_KEYWORDS)
-        except InputError as err:
-            message = str(err)
-            raise _bad(message if message.startswith(name) else f"{name}: {message}", name) from None
-    try:
-        return resolve(None, given, PIPELINE_KEYWORDS)
-    except InputError as err:  # a combination the options refuse
-        raise _bad(str(err), None) from None
-
-
 def plan_request(body: SpeechRequest, settings: ServerSettings, voices: frozenset[str]) -> Plan:
-    """Check everything the request asks for against this server; raises ApiError(400) naming the field."""
+    """Check what the request asks of this server and make its Request; raises ApiError(400) naming the field."""
     if body.model not in settings.model_names:
         raise ApiError(400, f"model {body.model!r} is not served here; use one of "
                             f"{', '.join(settings.model_names)}", param="model", code="model_not_found")
-    text = body.input
-    try:
-        check_text(text)  # the runtime's own check: something to say, valid Unicode
-    except InputError as err:
-        raise _bad(str(err), "input") from None
+    if len(body.input) > settings.max_input_chars:
+        raise _bad(f"input is {len(body.input)} characters; this server takes at most {settings.max_input_chars}",
+                   "input", "string_above_max_length")
     try:
         (body.instructions or "").encode("utf-8")
     except UnicodeEncodeError:  # JSON can carry lone surrogates ("\ud800")
         raise _bad("instructions hold characters that are not valid Unicode (lone surrogates)",
                    "instructions") from None
-    if len(text) > settings.max_input_chars:
-        raise _bad(f"input is {len(text)} characters; this server takes at most {settings.max_input_chars}",
-                   "input", "string_above_max_length")
+    if body.instructions is not None and len(body.instructions) > settings.max_input_chars:
+        raise _bad(f"instructions are longer than {settings.max_input_chars} characters", "instructions")
     voice = body.voice.id if isinstance(body.voice, VoiceRef) else body.voice
     if voice is not None and voice not in voices:
         # a preset name only: a client must never make the server open a file of its choosing
@@ -130,12 +108,10 @@ def plan_request(body: SpeechRequest, settings: ServerSettings, voices: frozense
     if body.speed != 1.0:
         raise _bad("speed other than 1.0 is not supported: Bark speaks at its own pace; send 1.0 or leave it out",
                    "speed", "unsupported_value")
-    if body.instructions is not None and len(body.instructions) > settings.max_input_chars:
-        raise _bad(f"instructions are longer than {settings.max_input_chars} characters", "instructions")
-    options = _options(body)
+    options = {name: getattr(body, name) for name in KEYWORDS if getattr(body, name) is not None}
     try:
-        long = len(split_text(text, body.max_words)) > 1
-    except InputError as err:
-        raise _bad(str(err), "input") from None
-    return Plan(text, voice, options, long, body.response_format, body.stream_format == "sse", body.seed,
-                body.history, body.pause_s, body.max_words)
+        request = Request.make(body.input, voice, seed=body.seed, long="auto", history=body.history,
+                               pause_s=body.pause_s, max_words=body.max_words, stream=True, **options)
+    except BarkOnnxError as err:
+        raise api_error(err, settings) from None
+    return Plan(request, body.response_format, body.stream_format == "sse")

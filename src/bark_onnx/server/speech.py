@@ -18,10 +18,9 @@ import numpy as np
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
-from ..engine import CancelledError as JobCancelled, EngineClosedError, QueueFullError
-from ..errors import InputError, VoiceError
+from ..runtime.errors import BarkOnnxError, CancelledError as JobCancelled, InputError, VoiceError
 from .encoding import MEDIA_TYPES, StreamEncoder, encode_whole, sse_delta, sse_event
-from .errors import CLIENT_CLOSED, ApiError
+from .errors import CLIENT_CLOSED, ApiError, api_error
 from .middleware import StreamCut
 from .schemas import Plan, SpeechRequest, plan_request
 
@@ -33,23 +32,13 @@ class RequestTimeout(Exception):
 
 
 def _submit(state, plan: Plan):
-    settings = state.settings
     if state.draining:
         raise ApiError(503, "the server is shutting down; retry on another instance", code="shutting_down",
-                       headers={"Retry-After": str(settings.retry_after_s)})
+                       headers={"Retry-After": str(state.settings.retry_after)})
     try:
-        return state.tts.submit(plan.text, plan.voice, options=plan.options, long=plan.long, seed=plan.seed,
-                                history=plan.history, pause_s=plan.pause_s, max_words=plan.max_words)
-    except QueueFullError as err:
-        raise ApiError(429, f"the server is busy: {err}", type="rate_limit_error", code="queue_full",
-                       headers={"Retry-After": str(settings.retry_after_s)}) from None
-    except EngineClosedError:
-        raise ApiError(503, "the server is shutting down; retry on another instance", code="shutting_down",
-                       headers={"Retry-After": str(settings.retry_after_s)}) from None
-    except VoiceError as err:
-        raise ApiError(400, str(err), param="voice", code="invalid_value") from None
-    except InputError as err:
-        raise ApiError(400, str(err), code="invalid_value") from None
+        return state.tts.submit(plan.request)
+    except BarkOnnxError as err:  # a full queue, a closed engine, a voice or text the model cannot take
+        raise api_error(err, state.settings) from None
 
 
 class SpeechRun:
@@ -57,7 +46,7 @@ class SpeechRun:
 
     def __init__(self, job, request: Request, state, started: float):
         self.job, self.state, self.started = job, state, started
-        self.limit = state.settings.request_timeout_s
+        self.limit = state.settings.request_timeout
         self.deadline = started + self.limit
         self.samples = 0
         self.disconnected = False
@@ -90,8 +79,8 @@ class SpeechRun:
                 raise ApiError(CLIENT_CLOSED, "the client closed the request", code="client_closed") from None
             raise ApiError(503, "the server is shutting down and cancelled this request; retry",
                            code="shutting_down") from None
-        except (InputError, VoiceError) as err:
-            raise ApiError(400, str(err), code="invalid_value") from None
+        except (InputError, VoiceError) as err:  # found while generating (a pipeline's own check)
+            raise api_error(err, self.state.settings) from None
         if self.samples == 0:
             self.state.metrics.first_audio.observe(time.perf_counter() - self.started)
         self.samples += len(chunk)

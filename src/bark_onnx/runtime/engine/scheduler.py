@@ -1,0 +1,92 @@
+"""The scheduler: every request's state, and the policy that admits them.
+
+    submit ──> waiting ──admit (policy)──> running ──> gone (result, error or cancel)
+
+A request's state is the scheduler's alone; the caller holds only its `Job`.
+It is the request's pipeline (a generator of work items, see stages/work.py),
+the work it asked for and not yet got, the reply to send in next, and the cache
+rows it holds per stage. The engine (core.py) moves requests through these
+states; the executor (executor.py) reads `pending` and `rows` and writes `reply`.
+
+The policy is the one place that decides who runs: `FifoPolicy` admits
+waiting requests in arrival order while fewer than `max_batch` run.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Generator
+
+from ..errors import InputError, QueueFullError
+from .job import Job
+
+DEFAULT_MAX_BATCH = 8  # requests generated together (cache rows per stage)
+DEFAULT_MAX_QUEUE = 64  # requests that may wait beyond those
+
+
+def check_limits(max_batch: Any, max_queue: Any) -> tuple[int, int]:
+    """The engine's two limits, checked: a positive batch and a non-negative queue."""
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise InputError(f"max_batch must be a positive integer, got {max_batch!r}")
+    if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 0:
+        raise InputError(f"max_queue must be a non-negative integer, got {max_queue!r}")
+    return max_batch, max_queue
+
+
+@dataclass(eq=False)
+class RequestState:
+    """One request, as the scheduler keeps it."""
+
+    job: Job
+    pipeline: Generator
+    pending: Any = None  # the work item asked for and not yet run
+    reply: Any = None  # the last work item's result, sent into the pipeline when it next runs
+    rows: dict[str, Any] = field(default_factory=dict)  # stage -> the decoder Sequence it holds
+
+
+class FifoPolicy:
+    """First come, first served: admit waiting requests in arrival order while rows are free."""
+
+    def admit(self, waiting: deque[RequestState], running: list[RequestState], max_batch: int) -> list[RequestState]:
+        free = max(0, max_batch - len(running))
+        return [waiting.popleft() for _ in range(min(free, len(waiting)))]
+
+
+class Scheduler:
+    """Waiting and running requests; not thread-safe on its own (the engine holds its lock)."""
+
+    def __init__(self, max_batch: int = DEFAULT_MAX_BATCH, max_queue: int = DEFAULT_MAX_QUEUE, policy=None):
+        self.max_batch, self.max_queue = check_limits(max_batch, max_queue)
+        self.policy = policy or FifoPolicy()
+        self.waiting: deque[RequestState] = deque()
+        self.running: list[RequestState] = []
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def add(self, state: RequestState) -> None:
+        """Queue a request; QueueFullError when the batch is full and max_queue requests already wait."""
+        if len(self.running) >= self.max_batch and len(self.waiting) >= self.max_queue:
+            raise QueueFullError(f"{len(self.waiting)} requests are already waiting (max_queue {self.max_queue}); "
+                                 "retry in a moment")
+        self.waiting.append(state)
+
+    def admit(self) -> list[RequestState]:
+        """Move the requests the policy picks from waiting to running; returns them."""
+        admitted = self.policy.admit(self.waiting, self.running, self.max_batch)
+        self.running.extend(admitted)
+        return admitted
+
+    def withdraw(self, job: Job) -> RequestState | None:
+        """Take a waiting request out of the queue (its code never ran); None when it is not waiting."""
+        for state in self.waiting:
+            if state.job is job:
+                self.waiting.remove(state)
+                return state
+        return None
+
+    def remove(self, state: RequestState) -> None:
+        if state in self.running:
+            self.running.remove(state)
