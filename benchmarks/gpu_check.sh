@@ -198,7 +198,7 @@ step_parts() {  # $1: size; where one decoding step's time goes (replay, logits 
 
 concurrency() {  # $1: size; many requests on one model against the same ones in a row
     local status
-    "$PY" -m bark_onnx.cli bench concurrency --size "$1" --precisions fp16 --levels 1,4,16 --tokens 200 \
+    "$PY" -m bark_onnx.cli bench concurrency --size "$1" --precisions fp16 --levels 1,16,64 --tokens 200 \
         --providers "$PROVIDERS" --cache "$WORK/models" --out "$WORK/concurrency-$1"
     status=$?
     [ -f "$WORK/concurrency-$1/concurrency.md" ] && cp "$WORK/concurrency-$1/concurrency.md" "$OUT/concurrency-$1.md"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # Offline: the hub client must never wait on a network in the tests.
@@ -106,6 +107,32 @@ def tiny_engine(model_dirs):
     tts = Bark.load(model_dirs["suno-tiny"], max_batch=4)
     yield tts
     tts.close()
+
+
+def run_generate(item, logits_at, eos_column: int | None = None, start: int = 0, bands=None):
+    """Answer a `Generate` work item as the engine does (runs.py), with scripted logits: logits_at(k)
+    gives the (V,) logits of draw k; the graph's draw is kernels' float32 reference, `draw_rows`, and
+    `bands` the graph's band index -> columns [lo, hi) (default: the semantic graph's)."""
+    from types import SimpleNamespace
+
+    from bark_onnx.kernels.sampling import draw_rows
+    from bark_onnx.runtime.engine.decoder import Out
+    from bark_onnx.runtime.engine.runs import Runs
+
+    logits = np.asarray(logits_at(0), np.float32)[None]
+    width = logits.shape[1]
+    info = SimpleNamespace(logits_start=start, logits_size=width, bands=bands or ((0, width), (0, width - 1)))
+    runs, rows = Runs(SimpleNamespace(max_rows=1, max_len=1024, info=info)), np.array([0])
+    draw = runs.begin(0, "owner", item)
+    for k in range(item.max_new):
+        if k:
+            logits = np.asarray(logits_at(k), np.float32)[None]
+        tokens, eos_p = draw_rows(logits, draw.temperature, draw.uniform, runs.ranges[draw.band], eos_column)
+        finished = runs.settle(rows, Out(tokens + start, eos_p, lambda: logits), draw)
+        if finished:
+            return finished[0][1]
+        draw = runs.draws(rows)
+    raise AssertionError("the run did not end at max_new")
 
 
 def drive(loop, respond):

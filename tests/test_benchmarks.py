@@ -342,3 +342,26 @@ def test_graph_steps_time_both_step_paths_and_compare_their_tokens(model_dirs):
         assert {"semantic", "coarse", "fine", "codec"} <= set(result[mode]) and result[mode]["semantic"] > 0
     assert not result["full_graphs"]["step_graphs_in_use"]
     assert result["same_tokens"] == {"semantic": True, "coarse": True, "fine": True}
+
+
+def test_host_cost_per_row_and_token(baseline, tmp_path):
+    """bench host: microseconds per row and token at each level, both draw places, the first request's
+    tokens the same alone and among others, and the long-run count of graph/float64 differences."""
+    root, _ = baseline
+    out = tmp_path / "host.json"
+    proc = bench("bench", "host", "--levels", "1,3", "--tokens", "12", "--rounds", "2", "--cache", str(root / "cache"),
+                 "--edges", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for where in ("graph", "host"):
+        for n in ("1", "3"):
+            row = result["levels"][where][n]
+            assert len(row["rounds"]) == 2 and row["min"] <= row["us_per_row_token"] <= row["max"]
+            assert row["us_per_row_token"] > 0
+    assert result["same_tokens_alone_and_together"] is True and result["cpu_flags"]
+    assert 0.9 <= result["graph_vs_host_token_agreement"] <= 1.0
+    edges = result["edges"]
+    assert edges["draws"] == 16 * 640 and 0 <= edges["differ"] <= edges["draws"] * 0.01
+    assert "us per row and token" in proc.stdout
+    bad = bench("bench", "host", "--levels", "0", "--cache", str(root / "cache"))
+    assert bad.returncode == 2 and "--levels" in bad.stderr

@@ -77,6 +77,7 @@ def test_int8_size_is_the_arithmetic(name, quantized_dirs):
         "fine": _expected_bytes(fine, fine.n_codes_total * fine.input_vocab_size, 0, True),  # LayerNorm bias always
     }
     for graph, (int8, floats) in expected.items():
+        floats += len(getattr(config.graphs[graph], "bands", ())) * config.graphs[graph].logits_size  # draw masks
         weights, stored = _initializers(path / f"{graph}.onnx"), _initializers(path / f"{graph}.onnx", stored=True)
         assert sum(w.nbytes for w in weights.values() if w.dtype == np.int8) == int8, graph
         assert sum(w.size for w in weights.values() if w.dtype == np.float32 and w.size > 1) == floats, graph
@@ -96,18 +97,21 @@ def _rows_alone_and_together(tts, seed: int = 0) -> None:
         prompt = rng.integers(0, vocab, (3, 20))
         steps = [rng.integers(0, vocab, 3) for _ in range(4)]
         seqs = [decoder.open() for _ in range(3)]
-        together = [decoder.prefill(seqs, prompt)] + [decoder.step(seqs, s) for s in steps]
+        together = [decoder.prefill(seqs, prompt).logits] + [decoder.step(seqs, s).logits for s in steps]
         for seq in seqs:
             decoder.close(seq)
         for row in range(3):
             seq = decoder.open()
-            alone = [decoder.prefill([seq], prompt[row:row + 1])] + [decoder.step([seq], s[row:row + 1]) for s in steps]
+            alone = [decoder.prefill([seq], prompt[row:row + 1]).logits] + [decoder.step([seq], s[row:row + 1]).logits
+                                                                   for s in steps]
             decoder.close(seq)
             for a, b in zip(alone, together):
                 np.testing.assert_array_equal(a[0], b[row])
     codes = rng.integers(0, 1024, (3, 50, 8))
     for pred_idx in (2, 7):
-        run = lambda c: tts.sessions["fine"].run(None, {"codes": c, "pred_idx": np.array(pred_idx)})[0]  # noqa: E731
+        run = lambda c: tts.sessions["fine"].run(["logits"], {  # noqa: E731
+            "codes": c, "pred_idx": np.array(pred_idx), "temperature": np.zeros(len(c), np.float32),
+            "uniform": np.zeros(c.shape[:2], np.float32)})[0]
         together = run(codes)
         for row in range(3):
             np.testing.assert_array_equal(run(codes[row:row + 1])[0], together[row])

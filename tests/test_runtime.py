@@ -14,9 +14,9 @@ from bark_onnx.runtime.model.config import GraphInfo
 from bark_onnx.export import reference as R
 from bark_onnx.runtime.options import SemanticOptions
 from bark_onnx.runtime.stages.semantic import max_semantic_tokens, semantic_loop
-from bark_onnx.runtime.stages.work import Prefill, Release, Step
+from bark_onnx.runtime.stages.work import Generate, Release
 
-from .conftest import drive
+from .conftest import drive, run_generate
 
 
 def test_same_seed_same_audio_other_seed_other_audio(tts):
@@ -90,12 +90,10 @@ class ScriptedDecoder:
         return logits
 
     def respond(self, item):
-        """Answers the semantic loop's work items."""
-        if isinstance(item, Prefill):
+        """Answers the semantic loop's work items: its run, as the engine does, on the scripted logits."""
+        if isinstance(item, Generate):
             self.start(1)
-            return self.forward(item.ids[None])[0]
-        if isinstance(item, Step):
-            return self.forward(np.array([[item.token]]))[0]
+            return run_generate(item, lambda k: self.forward(None)[0], eos_column=10_000)
         assert isinstance(item, Release)
         return None
 

@@ -54,52 +54,110 @@ def test_greedy_is_argmax_with_one_hot_probs():
         assert (probs.sum(-1) == 1).all() and (probs[np.arange(4), tokens] == 1).all()
 
 
+def _tv(draws, probs) -> float:
+    """Total variation distance between the draws' frequencies and the probabilities."""
+    return 0.5 * float(np.abs(np.bincount(draws, minlength=len(probs)) / len(draws) - probs).sum())
+
+
 def test_draws_follow_softmax_of_logits_over_temperature():
     logits = np.array([[2.0, 1.0, 0.0, -1.0, -np.inf]])
-    rng = np.random.default_rng(1)
     n = 40_000
-    draws = S.sample(np.repeat(logits, n, 0), 0.7, rng)[0]
-    freq = np.bincount(draws, minlength=5) / n
     expected = S.softmax(logits / 0.7)[0]
-    assert freq[4] == 0
-    np.testing.assert_allclose(freq, expected, atol=0.01)
+    host = S.sample(np.repeat(logits, n, 0), 0.7, np.random.default_rng(1).random(n))[0]
+    device, _ = S.draw_rows(np.repeat(logits, n, 0), np.full(n, 0.7), np.random.default_rng(1).random(n))
+    for draws in (host, device):
+        assert (draws != 4).all() and _tv(draws, expected) < 0.01
 
 
-def test_seeded_draws_repeat_and_differ_by_seed():
-    logits = np.random.default_rng(0).normal(size=(1024, 1024))
-    a = S.sample_tokens(logits, 0.5, np.random.default_rng(7))
-    b = S.sample_tokens(logits, 0.5, np.random.default_rng(7))
-    c = S.sample_tokens(logits, 0.5, np.random.default_rng(8))
-    np.testing.assert_array_equal(a, b)
-    assert (a != c).mean() > 0.1
-    assert a.shape == (1024,) and a.dtype == np.int64
+@pytest.mark.parametrize("width,band", [(10_001, (0, 10_001)), (10_001, (0, 10_000)), (2048, (1024, 2048)),
+                                        (1024, None)])
+def test_float32_draws_keep_bark_s_distribution_and_band(width, band):
+    """The graphs' rule (draw_rows): every draw inside the band, frequencies of the tempered softmax
+    over the band's columns (total variation), P(EOS) that softmax's."""
+    rng = np.random.default_rng(width)
+    row = rng.normal(size=width).astype(np.float32) * 2
+    row[rng.choice(width, 8, replace=False)] += 6  # a few likely tokens, as a trained model has
+    n = 20_000
+    lo, hi = band or (0, width)
+    tokens, eos_p = S.draw_rows(np.tile(row, (n, 1)), np.full(n, 0.8), rng.random(n),
+                                None if band is None else np.tile(band, (n, 1)), eos=lo)
+    assert ((tokens >= lo) & (tokens < hi)).all()
+    expected = S.softmax(row[lo:hi].astype(np.float64) / 0.8)
+    # total variation over the likely tokens one by one and the rest as one (more bins only add noise)
+    top = np.argsort(expected)[::-1][:8]
+    bins = np.full(hi - lo, 8)
+    bins[top] = np.arange(8)
+    coarse = np.bincount(bins, weights=expected, minlength=9)
+    assert _tv(bins[tokens - lo], coarse) < 0.015
+    np.testing.assert_allclose(eos_p, expected[0], rtol=1e-4)
+
+
+def test_float32_draws_against_the_float64_rule():
+    """The same uniform numbers give the host's float64 token but where the two round a CDF edge apart."""
+    rng = np.random.default_rng(3)
+    logits = (rng.normal(size=(2000, 1024)) * 3).astype(np.float32)
+    u = rng.random(2000)
+    host = S.sample(logits, 0.7, u)[0]
+    device, _ = S.draw_rows(logits, np.full(2000, 0.7), u)
+    assert (host != device).mean() < 0.002
+
+
+def test_greedy_rows_and_sampled_rows_side_by_side():
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(6, 300)).astype(np.float32)
+    t = np.array([0, 0.7, 0, 1.3, 0, 0.2], np.float32)
+    band = np.tile([10, 250], (6, 1))
+    tokens, eos_p = S.draw_rows(logits, t, rng.random(6), band, eos=10)
+    greedy = t == 0
+    np.testing.assert_array_equal(tokens[greedy], 10 + logits[greedy, 10:250].argmax(-1))
+    np.testing.assert_array_equal(eos_p[greedy], (tokens[greedy] == 10).astype(np.float32))
+    assert ((tokens >= 10) & (tokens < 250)).all()
+
+
+def test_a_row_draws_alone_what_it_draws_among_others():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(5, 10_001)).astype(np.float32)
+    t, u = np.full(5, 0.7, np.float32), rng.random(5)
+    together, p_together = S.draw_rows(logits, t, u, eos=10_000)
+    for i in range(5):
+        alone, p_alone = S.draw_rows(logits[i:i + 1], t[i:i + 1], u[i:i + 1], eos=10_000)
+        assert alone[0] == together[i] and p_alone[0] == p_together[i]
+
+
+def test_seeded_uniforms_repeat_one_per_draw():
+    a = S.uniforms(np.random.default_rng(7), 5, 0.7)
+    rng = np.random.default_rng(7)
+    np.testing.assert_array_equal(a, [rng.random() for _ in range(5)])  # n draws, or one at a time: the same
+    assert S.uniforms(np.random.default_rng(7), 5, 0) is None and S.uniforms(None, 5, None) is None
+    with pytest.raises(ValueError, match="random generator"):
+        S.uniforms(None, 3, 0.7)
 
 
 def test_seeded_steps_repeat_and_sample_their_rows_alone():
-    """`sample` (one uniform number per row): the same seed gives the same tokens, and a row's token
+    """`sample` (one uniform number per row): the same numbers give the same tokens, and a row's token
     and probabilities do not depend on the rows drawn beside it (other logits, other filters' effect)."""
     logits = np.random.default_rng(0).normal(size=(3, 10_000))
-    a = [S.sample(logits[i:i + 1], 0.7, np.random.default_rng(i))[0][0] for i in range(3)]
-    b = [S.sample(logits[i:i + 1], 0.7, np.random.default_rng(i))[0][0] for i in range(3)]
-    assert a == b
     for seed in range(20):
-        alone, p_alone = S.sample(logits[:1], 0.7, np.random.default_rng(seed))
-        beside, p_beside = S.sample(np.vstack([logits[:1], 50 * logits[1:]]), 0.7, np.random.default_rng(seed))
-        assert beside[0] == alone[0]  # row 0 draws the first uniform number either way
+        u = np.random.default_rng(seed).random(2)
+        alone, p_alone = S.sample(logits[:1], 0.7, u[:1])
+        beside, p_beside = S.sample(np.vstack([logits[:1], 50 * logits[1:2]]), 0.7, u)
+        assert beside[0] == alone[0]
         np.testing.assert_array_equal(p_beside[0], p_alone[0])
-    tokens = S.sample(logits, 0.7, np.random.default_rng(5), top_k=50)[0]
+    tokens = S.sample(logits, 0.7, np.random.default_rng(5).random(3), top_k=50)[0]
     kth = np.sort(logits, axis=-1)[:, -50][:, None]
     assert (logits[np.arange(3), tokens] >= kth[:, 0]).all()  # only top-k tokens are drawn
 
 
 def test_inverse_cdf_never_draws_a_zero_probability_token():
     probs = np.array([[0.0, 0.5, 0.0, 0.5, 0.0]] * 20_000)
-    draws = S.inverse_cdf(probs, np.random.default_rng(2))
+    draws = S.inverse_cdf(probs, np.random.default_rng(2).random(20_000))
     assert set(np.unique(draws)) == {1, 3} and abs((draws == 1).mean() - 0.5) < 0.02
+    edge, _ = S.draw_rows(np.log(probs[:3] + 1e-45).astype(np.float32), np.ones(3), [0.0, 0.5, 1.0 - 1e-17])
+    assert set(edge.tolist()) <= {1, 3}  # u = 0 and u just under 1 (1 in float32) stay on tokens of mass
 
 
-def test_sampling_without_a_generator_is_refused():
-    with pytest.raises(ValueError, match="random generator"):
+def test_sampling_without_uniforms_is_refused():
+    with pytest.raises(ValueError, match="uniform"):
         S.sample(np.zeros((1, 3)), 0.7, None)
 
 
@@ -109,6 +167,60 @@ def test_a_temperature_past_float32_draws_evenly_without_a_warning():
     logits = np.tile(np.array([[8.0, 0.0, -8.0, 0.0]], np.float32), (40_000, 1))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an overflow in the float32 cast would raise here
-        draws = S.sample_tokens(logits, 1e300, np.random.default_rng(0))
+        t = np.full(len(logits), S.graph_temperature(1e300))
+        draws, _ = S.draw_rows(logits, t, np.random.default_rng(0).random(len(logits)))
     counts = np.bincount(draws, minlength=4) / len(draws)
     assert np.abs(counts - 0.25).max() < 0.02  # the T -> inf limit: every token as likely
+    assert S.graph_temperature(1e-40) == 0 and S.graph_temperature(None) == 0  # greedy
+
+
+@pytest.mark.parametrize("rows,width,band", [(1, 10, False), (7, 1024, True), (3, 10_001, True), (64, 2048, True),
+                                             (5, 1023, True)])
+def test_the_graph_draw_equals_the_numpy_reference(rows, width, band):
+    """export/sampling_head.py's ONNX ops give draw_rows' tokens and P(EOS), over shapes (block shapes
+    73 x 137, 32 x 64, and 31 x 33), greedy and sampled rows, bands, and uniform numbers at the edges
+    (0, and just under 1)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    from bark_onnx.export.onnx_builder import OPSET, GraphBuilder
+    from bark_onnx.export.sampling_head import draw_head
+
+    rng = np.random.default_rng(rows * width)
+    ranges = ((0, width), (0, width - 1), (width // 3, width // 3 + 7), (width - 1, width)) if band else ()
+    g = GraphBuilder("draw")
+    logits = g.input("logits", TensorProto.FLOAT, ["rows", width])
+    t = g.input("temperature", TensorProto.FLOAT, ["rows"])
+    u = g.input("uniform", TensorProto.FLOAT, ["rows"])
+    b = g.input("band", TensorProto.INT64, ["rows"]) if band else None
+    token, eos_p = draw_head(g, logits, width, t, u, b, ranges, eos=min(5, width - 1))
+    g.op("Identity", [token], "/out/token", outputs=["token"])
+    g.op("Identity", [eos_p], "/out/eos", outputs=["eos_p"])
+    g.output("token", TensorProto.INT64, ["rows"])
+    g.output("eos_p", TensorProto.FLOAT, ["rows"])
+    model = g.model(OPSET)
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for trial in range(5):
+        x = (rng.normal(size=(rows, width)) * (1 + 3 * trial)).astype(np.float32)
+        temps = rng.choice(np.array([0, 0.3, 0.7, 1.5], np.float32), rows)
+        us = S.as_float32_uniform(np.concatenate([[0.0, 1 - 1e-12], rng.random(rows)])[:rows])
+        feed = {"logits": x, "temperature": temps, "uniform": us}
+        columns = None
+        if band:
+            index = rng.integers(0, len(ranges), rows)
+            feed["band"], columns = index, np.array(ranges)[index]
+        feed["logits"] = x / np.where(temps > 0, temps, np.float32(1))[:, None]  # the graphs scale before the head
+        got_token, got_eos = session.run(None, feed)
+        want_token, want_eos = S.draw_rows(x, temps, us, columns, eos=min(5, width - 1))
+        assert (got_token != want_token).mean() <= 0.01  # a float32 CDF edge may fall either way
+        np.testing.assert_array_equal(got_token[temps == 0], want_token[temps == 0])
+        if band:
+            assert ((got_token >= columns[:, 0]) & (got_token < columns[:, 1])).all()
+        np.testing.assert_allclose(got_eos, want_eos, rtol=1e-4, atol=1e-7)
+
+
+def test_block_shapes():
+    assert S.block_shape(10_001) == (73, 137) and S.block_shape(2048) == (32, 64) and S.block_shape(1024) == (32, 32)
+    assert S.block_shape(7) == (1, 7)  # a prime: one block

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
 from bark_onnx import CancelledError, QueueFullError, Request
 from bark_onnx.runtime.engine.core import Engine
 from bark_onnx.runtime.engine.scheduler import FifoPolicy, Scheduler
-from bark_onnx.runtime.stages.work import Emit, Prefill, Release, Step
+from bark_onnx.runtime.stages.work import Emit, Release
+
+
+@dataclass
+class Prefill:  # stand-ins for graph work: the fake executor answers any item
+    stage: str
+    ids: np.ndarray
+
+
+@dataclass
+class Step:
+    stage: str
+    token: int
 
 
 class FakeExecutor:

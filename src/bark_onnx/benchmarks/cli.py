@@ -4,6 +4,7 @@
     concurrency  many requests on one model against the same ones in a row
     serve        a speech server under load, then a soak
     footprint    disk per graph and peak memory of a generation
+    host         what each row's token costs the host (small test model, 1 to 32 requests)
     fastpath     the coarse window's prefill and step, per graph variant
     int8         the coarse graph's two int8 forms
     ab           two model directories in one process, stage by stage
@@ -61,6 +62,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="folder for concurrency.json and concurrency.md")
     p.add_argument("--cache", help="where the random checkpoints and exports are kept")
     p.set_defaults(func=cmd_concurrency)
+
+    p = sub.add_parser("host", help="what each row's token costs the host: 1, 8 and 32 requests on the small test model")
+    p.add_argument("--levels", default="1,8,32", help="requests at once (default 1,8,32)")
+    p.add_argument("--tokens", type=int, default=200, help="semantic tokens per request (default 200)")
+    p.add_argument("--rounds", type=int, default=5, help="timed rounds per level, after a warm-up")
+    p.add_argument("--draws", default="graph,host", help="where tokens are drawn: graph, host or both (default both)")
+    p.add_argument("--edges", action="store_true",
+                   help="also count the draws where the graph and Bark's float64 rule differ on a long run")
+    p.add_argument("--size", choices=("tiny", "small", "large"), default="tiny", help="model shapes (default tiny)")
+    p.add_argument("--threads", type=int, help="threads (default: all cores)")
+    p.add_argument("--cache", help="where the random checkpoints and exports are kept (shared with stages)")
+    p.add_argument("--out", help="also write the figures as JSON here")
+    p.set_defaults(func=cmd_host)
 
     p = sub.add_parser("int8", help="time the coarse graph's two int8 forms (activations per tensor or per row)")
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
@@ -279,6 +293,35 @@ def cmd_serve(args) -> int:
     if args.text is None:
         args.text = TEXT
     return run(args)
+
+def cmd_host(args) -> int:
+    from .host_cost import DRAWS, edge_rate, measure, table
+    from .prepare import prepare
+
+    try:
+        levels = tuple(int(x) for x in args.levels.split(","))
+    except ValueError:
+        levels = ()
+    draws = tuple(d.strip() for d in args.draws.split(",") if d.strip())
+    if not levels or min(levels) < 1 or args.tokens < 1 or args.rounds < 1 or not draws or set(draws) - set(DRAWS):
+        print("bark-onnx: --levels takes positive integers (1,8,32), --tokens and --rounds positive numbers, "
+              "--draws graph and/or host", file=sys.stderr)
+        return 2
+    model = prepare(args.size, ["fp32"], Path(args.cache) if args.cache else None)["onnx-fp32"]
+    result = measure(model, levels, args.tokens, args.rounds, draws, args.threads)
+    print(f"us per row and token, median (range) of {args.rounds} rounds; CPU flags {result['cpu_flags']}")
+    print(table(result))
+    print(f"a request's tokens alone = among others: {result['same_tokens_alone_and_together']}; "
+          f"graph vs host draws agree on {result['graph_vs_host_token_agreement']}")
+    if args.edges:
+        result["edges"] = edge_rate(model, threads=args.threads)
+        edges = result["edges"]
+        print(f"graph (float32) vs Bark's float64 rule, same uniform numbers: {edges['differ']} of {edges['draws']} "
+              f"draws differ ({edges['rate']:.2e})")
+    if args.out:
+        report.write_json(args.out, result)
+    return 0
+
 
 def cmd_int8(args) -> int:
     from .int8_forms import run

@@ -89,12 +89,12 @@ def _round(dec, prompt: np.ndarray) -> dict[str, float]:
 def _row_drift(dec, prompt: np.ndarray) -> float:
     """Largest change of a row's prefill logits between the batch and that row alone."""
     seqs = _open(dec, len(prompt))
-    together = dec.prefill(seqs, prompt)
+    together = dec.prefill(seqs, prompt).logits
     _close(dec, seqs)
     drift = 0.0
     for i in range(len(prompt)):
         (seq,) = _open(dec, 1)
-        drift = max(drift, float(np.abs(dec.prefill([seq], prompt[i:i + 1])[0] - together[i]).max()))
+        drift = max(drift, float(np.abs(dec.prefill([seq], prompt[i:i + 1]).logits[0] - together[i]).max()))
         dec.close(seq)
     return drift
 

@@ -22,13 +22,13 @@ from .workload import TEXT
 def _causal(fp32: Bark, other: Bark, stage: str, prompt: np.ndarray, merge: np.ndarray | None, steps: int):
     dec_a, dec_b = fp32.decoders[stage], other.decoders[stage]
     seq_a, seq_b = dec_a.open(), dec_b.open()
-    la, lb = dec_a.prefill([seq_a], prompt, merge), dec_b.prefill([seq_b], prompt, merge)
+    la, lb = dec_a.prefill([seq_a], prompt, merge).logits, dec_b.prefill([seq_b], prompt, merge).logits
     agree, err = [], []
     for _ in range(steps):
         agree.append(la.argmax(-1) == lb.argmax(-1))
         err.append(np.abs(la - lb).max())
         token = la.argmax(-1) + dec_a.info.logits_start
-        la, lb = dec_a.step([seq_a], token), dec_b.step([seq_b], token)
+        la, lb = dec_a.step([seq_a], token).logits, dec_b.step([seq_b], token).logits
     dec_a.close(seq_a)
     dec_b.close(seq_b)
     return {"agreement": float(np.mean(agree)), "max_logit_error": float(np.max(err))}
@@ -46,8 +46,9 @@ def measure(fp32_dir: Path, other_dir: Path, steps: int = 100, providers=None) -
     codes = rng.integers(0, 1024, (1, 1024, 8))
     agree, err = [], []
     for nn in range(2, 8):
-        feed = {"codes": codes, "pred_idx": np.array(nn)}
-        la, lb = a.sessions["fine"].run(None, feed)[0], b.sessions["fine"].run(None, feed)[0]
+        feed = {"codes": codes, "pred_idx": np.array(nn), "temperature": np.zeros(1, np.float32),
+                "uniform": np.zeros(codes.shape[:2], np.float32)}
+        la, lb = a.sessions["fine"].run(["logits"], feed)[0], b.sessions["fine"].run(["logits"], feed)[0]
         agree.append(np.mean(la.argmax(-1) == lb.argmax(-1)))
         err.append(np.abs(la - lb).max())
     fine = {"agreement": float(np.mean(agree)), "max_logit_error": float(np.max(err))}

@@ -12,7 +12,9 @@ Two KV-cache layouts for the causal (semantic, coarse) graphs:
   `present = Concat(past, new)`, so the cache grows by one row per step.
 
 One graph serves the prefill and the one-token steps. Logits come out for the
-last position only, and only for the vocabulary columns the loop samples from.
+last position only, and only for the vocabulary columns the loop samples from;
+the graph also draws each row's next token from them (sampling_head.py), so a
+decoding step's result is a token id, and P(EOS) in the semantic graph.
 The fine graph is non-causal, has no cache, and takes the codebook to predict
 as an input, so one graph serves every codebook; its attention is ONNX
 Runtime's `MultiHeadAttention` where the causal graphs use fused ops (one
@@ -32,9 +34,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from bark_onnx.runtime.constants import COARSE_BANDS, SEMANTIC_BANDS
+from bark_onnx.runtime.constants import SEMANTIC_VOCAB_SIZE as SEMANTIC_EOS  # the semantic pad doubles as EOS
 from bark_onnx.runtime.model.config import GPTConfig, GraphInfo
 
 from .onnx_builder import MS_DOMAIN, OPSET, GraphBuilder
+from .sampling_head import draw_head, scale_by_temperature
 
 INT64_MAX = np.iinfo(np.int64).max
 
@@ -96,6 +101,8 @@ class _Blocks:
 
     def lead_shape(self, *tail: int) -> str:
         """The shape [B, S, *tail] (made once per tail)."""
+        if not tail and self.lead is not None:
+            return self.lead
         if self.lead is None:
             return self.g.const([-1, 1, *tail])
         if tail not in self._shapes:
@@ -106,10 +113,10 @@ class _Blocks:
     def to_rows(self, t: str, n: int, name: str) -> str:  # (B, S, n) -> (B * S, n)
         return self.g.op("Reshape", [t, self.g.const([-1, n])], name)
 
-    def matmul(self, x: str, w: np.ndarray, name: str, weight_name: str) -> str:
-        """x (rows, K) @ w; x's 2-D shape is declared for the quantizer."""
+    def matmul(self, x: str, w: np.ndarray, name: str, weight_name: str, out: str | None = None) -> str:
+        """x (rows, K) @ w; x's 2-D shape is declared for the quantizer. `out` names the result."""
         self.g.declare(x, [self.rows, w.shape[0]])
-        return self.g.op("MatMul", [x, self.g.weight(weight_name, w)], name)
+        return self.g.op("MatMul", [x, self.g.weight(weight_name, w)], name, outputs=[out] if out else 1)
 
     def linear(self, x: str, w: np.ndarray, b: np.ndarray | None, name: str, add_bias: bool = True) -> str:
         y = self.matmul(x, w, name, f"{name[1:]}.weight")
@@ -333,13 +340,28 @@ def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[in
     final = (_np(state, "transformer.ln_f.weight"), _np(state, "transformer.ln_f.bias", required=False))
     h = blocks.stack(blocks.to_rows(x, D, "/embed/rows"), layers, attention, final,
                      last_only=not step_only)  # (B, D): a step's one position or a prefill's last
+    # the draw of each row's next token (sampling_head.py): its input id, and P(EOS) in the semantic graph.
+    # The temperature scales the hidden state (D columns) rather than the logits (n columns): the logits
+    # are those over T, raw where T is 0 (greedy, and what a caller that wants raw logits feeds).
+    temperature = g.input("temperature", TensorProto.FLOAT, ["batch"])
+    uniform = g.input("uniform", TensorProto.FLOAT, ["batch"])
+    band = g.input("band", TensorProto.INT64, ["batch"])  # an index into `bands`
+    h = g.op("Mul", [h, scale_by_temperature(g, temperature)], "/lm_head/over_t")
     head = _np(state, "lm_head.weight")[start:stop].T  # (D, n): only the columns the loop reads
-    logits = blocks.matmul(h, head, "/lm_head", "lm_head.weight")  # (B, n)
-    if g.dtype != np.float32:
-        logits = g.op("Cast", [logits], "/lm_head/float", to=TensorProto.FLOAT)
-    g.op("Identity", [logits], "/output", outputs=["logits"])
+    fp32 = g.dtype == np.float32
+    logits = blocks.matmul(h, head, "/lm_head", "lm_head.weight", out="logits" if fp32 else None)  # (B, n)
+    if not fp32:
+        logits = g.op("Cast", [logits], "/lm_head/float", outputs=["logits"], to=TensorProto.FLOAT)
+    bands = draw_bands(stage, start, stop)
+    token, eos_p = draw_head(g, logits, stop - start, temperature, uniform, band, bands,
+                             eos=SEMANTIC_EOS - start if stage == "semantic" else None)
+    g.op("Add", [token, g.const(start)], "/draw/id", outputs=["token"])
 
     g.output("logits", TensorProto.FLOAT, ["batch", stop - start])
+    g.output("token", TensorProto.INT64, ["batch"])
+    if eos_p is not None:
+        g.op("Identity", [eos_p], "/draw/eos_output", outputs=["eos_p"])
+        g.output("eos_p", TensorProto.FLOAT, ["batch"])
     for i, (pk, pv) in enumerate(present_names):
         g.output(pk, g.float_type, cache_dims if kv == "inplace" else ["batch", H, "total_len", hs])
         g.output(pv, g.float_type, cache_dims if kv == "inplace" else ["batch", H, "total_len", hs])
@@ -349,17 +371,29 @@ def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[in
         inputs=tuple(i.name for i in g.inputs),
         outputs=tuple(o.name for o in g.outputs),
         logits_start=start, logits_size=stop - start,
-        merge_none_id=cfg.input_vocab_size if merge else -1,
+        merge_none_id=cfg.input_vocab_size if merge else -1, bands=bands,
     )
     return model, info
 
 
+def draw_bands(stage: str, start: int, stop: int) -> tuple[tuple[int, int], ...]:
+    """The logits columns [lo, hi) a draw may take, by band index (constants.py: the semantic stage's
+    tokens with EOS (0) or without it (1, early stop off); the coarse stage's codebook 0 or 1)."""
+    bands = SEMANTIC_BANDS if stage == "semantic" else COARSE_BANDS
+    if any(hi > stop - start for _, hi in bands):
+        raise ValueError(f"the {stage} bands {bands} need {max(hi for _, hi in bands)} logits columns, "
+                         f"the graph has {stop - start}")
+    return bands
+
+
 def build_fine(cfg: GPTConfig, state: dict, n_logits: int, fused: bool = True,
                dtype=np.float32) -> tuple[onnx.ModelProto, GraphInfo]:
-    """The fine graph: codes (B, T, 8), pred_idx -> logits (B, T, n_logits) of codebook pred_idx.
+    """The fine graph: codes (B, T, 8), pred_idx -> logits (B, T, n_logits) of codebook pred_idx (over
+    the temperature), and tokens (B, T) drawn from them at each window's temperature with a uniform
+    number per position.
 
         codes ─+offsets─Gather(wtes)─> (B, T, 8, D) ─×[i <= pred_idx]─ReduceSum─> (B, T, D) + wpe
-        ─blocks─ln_f─> MatMul(table[pred_idx][:n_logits]^T) ─> logits
+        ─blocks─ln_f─×1/T─> MatMul(table[pred_idx][:n_logits]^T) ─> logits ─draw─> tokens
     """
     g = GraphBuilder("bark_fine", dtype)
     n_codes, V, D = cfg.n_codes_total, cfg.input_vocab_size, cfg.n_embd
@@ -404,13 +438,24 @@ def build_fine(cfg: GPTConfig, state: dict, n_logits: int, fused: bool = True,
     row0 = g.op("Unsqueeze", [g.op("Mul", [first, g.const(V)], "/head/row0"), g.const([0])], "/head/start")
     rows = g.op("Slice", [src, row0, g.op("Add", [row0, g.const([n_logits])], "/head/end"), g.const([0])],
                 "/head/rows")  # (n_logits, D)
+    # every position's token drawn in the graph (sampling_head.py): the window's temperature (scaling the
+    # hidden state, as in the causal graphs), and a uniform number per position
+    temperature = g.input("temperature", TensorProto.FLOAT, ["batch"])
+    uniform = g.input("uniform", TensorProto.FLOAT, ["batch", "seq"])
+    row_t = g.op("Reshape", [g.op("Expand", [g.op("Unsqueeze", [temperature, g.const([1])], "/draw/t_per_row"),
+                                             g.op("Shape", [uniform], "/draw/lead")], "/draw/t_rows"),
+                             g.const([-1])], "/draw/t_flat")  # (B * T,)
+    h = g.op("Mul", [h, scale_by_temperature(g, row_t)], "/head/over_t")
     logits = g.op("MatMul", [h, g.op("Transpose", [rows], "/head/t", perm=[1, 0])], "/head/logits")
-    logits = g.op("Reshape", [logits, blocks.lead_shape(n_logits)], "/head/sequences")  # (B, T, n_logits)
     if g.dtype != np.float32:
-        logits = g.op("Cast", [logits], "/head/float", to=TensorProto.FLOAT)
-    g.op("Identity", [logits], "/output", outputs=["logits"])
+        logits = g.op("Cast", [logits], "/head/float", to=TensorProto.FLOAT)  # (B * T, n_logits)
+    g.op("Reshape", [logits, blocks.lead_shape(n_logits)], "/head/sequences", outputs=["logits"])  # (B, T, n)
+    flat_u = g.op("Reshape", [uniform, g.const([-1])], "/draw/u_flat")
+    token, _ = draw_head(g, logits, n_logits, row_t, flat_u, None)
+    g.op("Reshape", [token, blocks.lead_shape()], "/draw/sequences", outputs=["tokens"])  # (B, T)
     g.output("logits", TensorProto.FLOAT, ["batch", "seq", n_logits])
+    g.output("tokens", TensorProto.INT64, ["batch", "seq"])
     model = g.model(OPSET, "Bark fine GPT (non-causal), one graph for every codebook")
-    info = GraphInfo(file="fine.onnx", inputs=("codes", "pred_idx"), outputs=("logits",),
-                     logits_start=0, logits_size=n_logits)
+    info = GraphInfo(file="fine.onnx", inputs=("codes", "pred_idx", "temperature", "uniform"),
+                     outputs=("logits", "tokens"), logits_start=0, logits_size=n_logits)
     return model, info

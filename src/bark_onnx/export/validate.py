@@ -85,9 +85,9 @@ def check_causal(stage: str, decoder: CausalDecoder, model: torch.nn.Module, tol
     seqs = [decoder.open() for _ in range(batch)]
     if merge:
         none = np.full((batch, 1), info.merge_none_id)
-        got = decoder.prefill(seqs, ids, np.concatenate([hist, none], 1))
+        got = decoder.prefill(seqs, ids, np.concatenate([hist, none], 1)).logits
     else:
-        got = decoder.prefill(seqs, ids)
+        got = decoder.prefill(seqs, ids).logits
     with torch.no_grad():
         ref, _ = model(torch.from_numpy(full), merge_context=merge)
     checks = [_compare(stage, "logits (prefill)", got, ref[:, -1, cols].numpy(), tol)]
@@ -96,7 +96,7 @@ def check_causal(stage: str, decoder: CausalDecoder, model: torch.nn.Module, tol
     worst = None
     for _ in range(N_STEPS):
         token = rng.integers(0, vocab, (batch, 1))
-        got = decoder.step(seqs, token[:, 0])
+        got = decoder.step(seqs, token[:, 0]).logits
         seq = torch.cat([seq, torch.from_numpy(token)], 1)
         with torch.no_grad():
             ref, kv = model(seq, merge_context=merge)  # full recomputation, no cache
@@ -118,7 +118,9 @@ def check_fine(session, model: torch.nn.Module, n_logits: int, tol, seed: int = 
     codes = rng.integers(0, C.CODEBOOK_SIZE, (2, C.FINE_WINDOW, model.cfg.n_codes_total))
     checks = []
     for pred_idx in range(model.cfg.n_codes_given, model.cfg.n_codes_total):
-        got = session.run(None, {"codes": codes, "pred_idx": np.array(pred_idx, dtype=np.int64)})[0]
+        got = session.run(["logits"], {"codes": codes, "pred_idx": np.array(pred_idx, dtype=np.int64),
+                                       "temperature": np.zeros(2, np.float32),
+                                       "uniform": np.zeros(codes.shape[:2], np.float32)})[0]
         with torch.no_grad():
             ref = model(pred_idx, torch.from_numpy(codes))[..., :n_logits].numpy()
         checks.append(_compare("fine", f"logits (codebook {pred_idx})", got, ref, tol))

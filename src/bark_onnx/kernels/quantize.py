@@ -169,8 +169,8 @@ def int8_tables(graph) -> list[str]:
     for t in graph.initializer:
         users = [n for n in graph.node if t.name in n.input]
         if t.data_type != TensorProto.FLOAT or len(t.dims) != 2 or not users or \
-                not all(_reads_rows(n, t.name, edit) for n in users):
-            continue
+                not all(_reads_rows(n, t.name, edit) for n in users) or not np.isfinite(edit.array(t.name)).all():
+            continue  # a table with -inf (the draw's band masks) has no int8 form
         q, scale = symmetric_int8(edit.array(t.name), axis=1)
         edit.weight(f"{t.name}_int8", q)
         edit.weight(f"{t.name}_scale", scale)

@@ -1,29 +1,105 @@
-"""Bark's sampling rules in NumPy: top-p, top-k, temperature, and seeded draws.
+"""Bark's sampling rules in NumPy: top-p, top-k, temperature, and draws from uniform numbers.
 
-Every stage samples through `sample` or `sample_tokens`. Rows are
-independent: logits are (B, V) and the result is (B,). A temperature of 0 or
-None means greedy (argmax). Two exact ways to draw from softmax(logits / T):
+Every draw is an inverse CDF: one uniform number u in [0, 1) per row, and the
+token is the first whose cumulative probability exceeds u times the row's
+total. The uniforms come from the request's own `numpy.random.Generator`, one
+per token in the order the tokens are drawn (`uniforms`), so a seed reproduces
+a run, alone or among other requests. A temperature of 0 or None means greedy
+(argmax) and uses no uniform.
 
-- `sample` (semantic and coarse, a few rows a step) needs the probabilities
-  anyway (the semantic stage stops on P(EOS)), so it draws by inverse CDF: one
-  uniform number per row against their cumulative sum;
-- `sample_tokens` (the fine stage, 1024 x 1024 at once, no probabilities
-  needed) uses the Gumbel-max trick: argmax(logits / T + Gumbel noise), no
-  exponentials to normalise and no cumulative sums.
+Two implementations of the same rule:
 
-All randomness comes from the caller's `numpy.random.Generator`, so a seed
-reproduces a run.
+- `draw_rows`, float32: what the graphs compute on the device that holds the
+  logits, by blocks of columns (export/sampling_head.py builds it from ONNX ops;
+  the tests compare the two). Every row of a decoding step, and every position of
+  a fine window, is drawn this way unless it filters its logits.
+- `sample`, float64: rows with top-k or top-p, whose logits come to the host
+  (Bark filters with a sort, which the graphs do not do).
+
+The two can differ where float32 and float64 round a cumulative sum to either
+side of u; benchmarks/README.md measures how often.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+# The largest float32 below 1: a float64 uniform just under 1 must not round up to 1 in float32.
+U_MAX32 = np.nextafter(np.float32(1), np.float32(0))
+
 
 def is_greedy(temperature: float | None) -> bool:
     """0 or None. So is a temperature so small that logits / T would overflow: its draws are the
     argmax anyway, since the noise vanishes beside the scaled logits."""
     return temperature is None or temperature < 1e-30
+
+
+def graph_temperature(temperature: float | None) -> np.float32:
+    """A temperature as the graphs take it: 0 for greedy; past float32's range, its largest value
+    (the T -> inf limit: every token as likely)."""
+    if is_greedy(temperature):
+        return np.float32(0)
+    return np.float32(min(float(temperature), float(np.finfo(np.float32).max)))
+
+
+def uniforms(rng: np.random.Generator | None, n: int, temperature: float | None) -> np.ndarray | None:
+    """The n uniform numbers of n draws, in order (None for greedy decoding, which draws none).
+    `rng.random(n)` gives the same numbers as n calls of `rng.random()`."""
+    if is_greedy(temperature):
+        return None
+    if rng is None:
+        raise ValueError("sampling with a temperature needs a random generator")
+    return rng.random(n)
+
+
+def as_float32_uniform(u) -> np.ndarray:
+    return np.minimum(np.asarray(u, dtype=np.float32), U_MAX32)
+
+
+def block_shape(n: int) -> tuple[int, int]:
+    """(blocks, block size) of n columns: the factor pair of n nearest its square root (10 001 = 73 x
+    137, 2048 = 32 x 64), so that a draw scans one block, not all n columns."""
+    best = max(d for d in range(1, int(np.sqrt(n)) + 1) if n % d == 0)
+    return best, n // best
+
+
+def draw_rows(logits: np.ndarray, temperature, uniform, band: np.ndarray | None = None,
+              eos: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The graphs' draw in float32: tokens (R,) column indices, and P(eos) (R,) when `eos` is given.
+
+    logits (R, V); temperature (R,) (0: greedy); uniform (R,); band (R, 2): the columns [lo, hi) a
+    row draws from (None: all). P(eos) is 0 or 1 for a greedy row (the T -> 0 limit). The
+    arithmetic is export/sampling_head.py's, by blocks of columns (see there)."""
+    x = np.asarray(logits, dtype=np.float32)
+    rows, n = x.shape
+    nb, bs = block_shape(n)
+    t = np.broadcast_to(np.asarray(temperature, dtype=np.float32), (rows,))
+    u = as_float32_uniform(np.broadcast_to(np.asarray(uniform, dtype=np.float32), (rows,)))
+    sampled = t > 0
+    r = np.arange(rows)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        z = x / np.where(sampled, t, np.float32(1))[:, None]
+        if band is not None:
+            cols = np.arange(n)
+            band = np.asarray(band, dtype=np.int64)
+            z = z + np.where((cols >= band[:, :1]) & (cols < band[:, 1:2]), np.float32(0), np.float32(-np.inf))
+        z3 = z.reshape(rows, nb, bs)
+        best = np.argmax(z3.max(axis=2), axis=1)
+        greedy = best * bs + np.argmax(z3[r, best], axis=1)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        probs = (e / e.sum(axis=1, keepdims=True, dtype=np.float32)).astype(np.float32)
+    p3 = probs.reshape(rows, nb, bs)
+    mass = p3.sum(axis=2, dtype=np.float32)
+    block_cdf = np.cumsum(mass, axis=1, dtype=np.float32)
+    threshold = (u * block_cdf[:, -1]).astype(np.float32)[:, None]
+    block = np.minimum(np.count_nonzero(block_cdf <= threshold, axis=1), nb - 1)
+    before = np.concatenate([np.zeros((rows, 1), np.float32), block_cdf], axis=1)[r, block][:, None]
+    local = np.cumsum(p3[r, block], axis=1, dtype=np.float32) + before
+    column = np.minimum(np.count_nonzero(local <= threshold, axis=1), bs - 1)
+    tokens = np.where(sampled, block * bs + column, greedy).astype(np.int64)
+    if eos is None:
+        return tokens, None
+    return tokens, np.where(sampled, probs[:, eos], (greedy == eos).astype(np.float32)).astype(np.float32)
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -70,32 +146,22 @@ def filter_logits(logits: np.ndarray, top_k: int | None = None, top_p: float | N
     return x
 
 
-def gumbel_argmax(scaled_logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One draw per row from softmax(scaled_logits), as int64 indices.
-
-    Gumbel noise is -log(E) with E ~ Exp(1); NumPy draws float32 exponentials
-    several times faster than float64 Gumbel variates, which matters for the
-    fine stage's million draws per codebook.
-    """
-    exponential = rng.standard_exponential(size=scaled_logits.shape, dtype=np.float32)
-    np.maximum(exponential, np.finfo(np.float32).tiny, out=exponential)  # a draw of 0 would give +inf noise
-    return np.argmax(scaled_logits - np.log(exponential), axis=-1).astype(np.int64)
-
-
-def inverse_cdf(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def inverse_cdf(probs: np.ndarray, uniform) -> np.ndarray:
     """One draw per row from probabilities (B, V) (rows summing to 1), as int64 indices: the first
-    index whose cumulative probability exceeds a uniform draw. A token of probability 0 is never drawn."""
+    index whose cumulative probability exceeds the row's uniform number. A token of probability 0 is
+    never drawn."""
     cdf = np.cumsum(probs, axis=-1)
-    u = rng.random(cdf.shape[:-1] + (1,)) * cdf[..., -1:]  # scaled by the row's sum: rounding cannot overrun it
+    u = np.asarray(uniform, dtype=np.float64).reshape(cdf.shape[:-1] + (1,)) * cdf[..., -1:]  # scaled by the sum
     return np.argmax(cdf > u, axis=-1).astype(np.int64)
 
 
-def sample(logits: np.ndarray, temperature: float | None, rng: np.random.Generator | None,
-           top_k: int | None = None, top_p: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one token per row; returns (tokens (B,), probabilities (B, V)).
+def sample(logits: np.ndarray, temperature: float | None, uniform=None, top_k: int | None = None,
+           top_p: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one token per row in float64, filtering first; returns (tokens (B,), probabilities (B, V)).
 
-    The probabilities are those the draw used, softmax(filtered / T); for
-    greedy decoding they are the T -> 0 limit, a one-hot row at the argmax.
+    uniform: (B,) numbers in [0, 1), one per row (unused when greedy). The probabilities are those
+    the draw used, softmax(filtered / T); for greedy decoding they are the T -> 0 limit, a one-hot
+    row at the argmax.
     """
     x = filter_logits(logits, top_k, top_p)
     if is_greedy(temperature):
@@ -103,18 +169,7 @@ def sample(logits: np.ndarray, temperature: float | None, rng: np.random.Generat
         probs = np.zeros_like(x)
         np.put_along_axis(probs, tokens[..., None], 1.0, axis=-1)
         return tokens, probs
-    if rng is None:
-        raise ValueError("sampling with a temperature needs a random generator")
+    if uniform is None:
+        raise ValueError("sampling with a temperature needs uniform numbers")
     probs = softmax(x / float(temperature))
-    return inverse_cdf(probs, rng), probs
-
-
-def sample_tokens(logits: np.ndarray, temperature: float | None, rng: np.random.Generator | None) -> np.ndarray:
-    """Tokens only, for any leading shape (the fine stage's (T, V) windows); no filtering."""
-    if is_greedy(temperature):
-        return np.argmax(logits, axis=-1).astype(np.int64)
-    if rng is None:
-        raise ValueError("sampling with a temperature needs a random generator")
-    # a temperature past float32's range is its T -> inf limit (every token as likely), without an overflow
-    t = np.float32(min(float(temperature), float(np.finfo(np.float32).max)))
-    return gumbel_argmax(np.asarray(logits, dtype=np.float32) / t, rng)
+    return inverse_cdf(probs, uniform), probs

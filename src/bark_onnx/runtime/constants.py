@@ -38,3 +38,9 @@ SEMANTIC_TO_COARSE_RATIO = COARSE_RATE_HZ / SEMANTIC_RATE_HZ * N_COARSE_CODEBOOK
 SEMANTIC_LOGITS = (0, SEMANTIC_VOCAB_SIZE + 1)
 COARSE_LOGITS = (SEMANTIC_VOCAB_SIZE, SEMANTIC_VOCAB_SIZE + N_COARSE_CODEBOOKS * CODEBOOK_SIZE)
 FINE_LOGITS = (0, CODEBOOK_SIZE)
+
+# The columns [lo, hi) a causal graph's draw may take, by the index its `band` input gives (of the
+# logits columns above): the semantic stage's 10 000 tokens with EOS (early stop on) or without;
+# the coarse stage's codebook 0 or 1.
+SEMANTIC_BANDS = ((0, SEMANTIC_VOCAB_SIZE + 1), (0, SEMANTIC_VOCAB_SIZE))
+COARSE_BANDS = tuple((k * CODEBOOK_SIZE, (k + 1) * CODEBOOK_SIZE) for k in range(N_COARSE_CODEBOOKS))

@@ -4,8 +4,10 @@ Every request is a pipeline generator (see stages/work.py) that asks for one
 piece of graph work at a time. `Engine.step()` runs one round:
 
     admit       waiting requests join (the scheduler's policy, scheduler.py)
-    advance     each request's own code runs until it asks for graph work, streams a chunk or ends
-    run         the asked-for work, batched across requests (executor.py)
+    advance     each request whose last work is done runs its own code until it asks for graph
+                work, streams a chunk or ends
+    run         the new work starts, and every decoding run under way takes one step, batched
+                across requests (executor.py, runs.py)
     deliver     results go back into each request at its next advance; chunks and ends to its Job
 
 A background thread calls `step()` while there is work (`Engine(..., background=False)`
@@ -124,20 +126,21 @@ class Engine:
         if not running:
             return False
         try:
-            batch = running
+            new, batch = [], running
             while batch:
                 for state in batch:
                     if state.job.cancelled:
                         self._end(state, error=CancelledError("the request was cancelled"), counted="cancelled")
                     elif state.pending is None:
                         self._advance(state)
+                        if state.pending is not None:
+                            new.append(state)
                 with self._lock:  # rows freed by requests that ended just now go to waiting ones this round
                     batch = self.scheduler.admit()
                 running += batch
-            ready = [s for s in running if s.pending is not None and not s.job.done]
-            if ready:
-                for state, err in self.executor.run(ready):
-                    self._end(state, error=err, counted="failed")
+            # the work asked for this round starts; the decoding runs under way take one step each
+            for state, err in self.executor.run(new):
+                self._end(state, error=err, counted="failed")
         except Exception as err:  # a fault of the engine itself: fail what runs, keep serving
             logger.exception("engine step failed")
             for state in running:

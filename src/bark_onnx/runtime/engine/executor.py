@@ -1,29 +1,33 @@
 """Runs the graph work that requests ask for, batching the decoding steps across requests.
 
-    Step(stage)      every stepping row of a stage in one call (rows at their own lengths)
-    Prefill(stage)   one call per request
-    FinePass         one call per request
+    Generate(stage)  a prefill (one call for the prompts of one length that start in a round,
+                     where their rows are consecutive and none keeps a prefix; see decoder.py),
+                     then the request's row joins its stage's runs (runs.py): one batched call a
+                     step advances every running row of the stage
+    FinePass         one call per request: a codebook of a fine window, drawn in the graph
     Decode           one call per request
 
-Only the steps are batched: a batched prefill, fine window or convolution may sum in another
-order than the same work alone (GPU kernels are picked by shape), and a request's tokens and
-audio must not depend on which others ran beside it. The steps stay exact because a row's
-arithmetic is its own (on a GPU they always run every row, so their shape never changes; see
-decoder.py). Prefills and fine windows are large enough to keep a device busy on their own.
+A request's tokens and audio must not depend on which others ran beside it. A step's rows are
+exact because a row's arithmetic is its own (on a GPU steps always run every row, so their
+shape never changes; see decoder.py); on the CPU a prefill's rows are too (each matrix row is
+summed in the same order whatever the batch), but on a GPU kernels are picked by shape, so
+there prefills run one request a call. Fine windows and convolutions run one request a call.
 
-Only the scheduler thread calls this; it is the one place sessions run.
+Only the engine's thread calls this; it is the one place sessions run.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 
 import numpy as np
 import onnxruntime as ort
 
-from ..stages.work import Decode, FinePass, Prefill, Step
-from .decoder import CausalDecoder
+from bark_onnx.kernels.sampling import as_float32_uniform, graph_temperature
+
+from ..stages.work import Decode, FinePass, Generate
+from .decoder import CausalDecoder, Draw
+from .runs import Runs
 from .scheduler import RequestState
 
 logger = logging.getLogger(__name__)
@@ -32,6 +36,7 @@ logger = logging.getLogger(__name__)
 class Executor:
     def __init__(self, decoders: dict[str, CausalDecoder], fine: ort.InferenceSession, codec: ort.InferenceSession):
         self.decoders, self.fine, self.codec = decoders, fine, codec
+        self.runs = {stage: Runs(decoder) for stage, decoder in decoders.items()}
 
     def rows_in_use(self) -> int:
         return sum(d.rows_in_use for d in self.decoders.values())
@@ -39,50 +44,79 @@ class Executor:
     def release(self, state: RequestState, stage: str) -> None:
         seq = state.rows.pop(stage, None)
         if seq is not None:
+            self.runs[stage].drop(seq.row)
             self.decoders[stage].close(seq)
 
     def release_all(self, state: RequestState) -> None:
         for stage in list(state.rows):
             self.release(state, stage)
 
-    def run(self, states: list[RequestState]) -> list[tuple[RequestState, Exception]]:
-        """Run the pending items of `states`; each answered request gets `reply` set and `pending`
-        cleared. Returns the (request, error) pairs of calls that failed (their requests only)."""
-        groups: dict[tuple, list[RequestState]] = defaultdict(list)
-        for state in states:
-            item = state.pending
-            if isinstance(item, Step):
-                groups[("step", item.stage)].append(state)
-            elif isinstance(item, (Prefill, FinePass, Decode)):
-                groups[(type(item).__name__, id(state))].append(state)
-            else:
-                raise TypeError(f"unknown work item {type(item).__name__}")
+    def run(self, new: list[RequestState]) -> list[tuple[RequestState, Exception]]:
+        """Start the work items `new` asked for this round, then step every stage's runs once. A
+        request whose item is done gets `reply` set and `pending` cleared; returns the (request,
+        error) pairs of graph calls that failed (their requests only)."""
         failures = []
-        for key, members in groups.items():
-            try:
-                replies = self._call(key[0], members)
-            except Exception as err:  # an ONNX Runtime failure: the requests of this call fail, others go on
-                logger.exception("graph call %s failed for %d request(s)", key, len(members))
-                failures += [(state, err) for state in members]
+        prefills: dict[tuple, list[RequestState]] = {}
+        for state in new:
+            item = state.pending
+            if isinstance(item, Generate):  # prompts of one length go in one call (the decoder decides)
+                prefills.setdefault((item.stage, len(item.ids)), []).append(state)
                 continue
-            for state, reply in zip(members, replies):
-                state.reply, state.pending = reply, None
+            try:
+                self._start(state)
+            except Exception as err:  # an ONNX Runtime failure: this request fails, others go on
+                logger.exception("a %s call failed", type(item).__name__)
+                failures.append((state, err))
+        for (stage, _), states in prefills.items():
+            try:
+                self._prefill(stage, states)
+            except Exception as err:
+                logger.exception("a %s prefill failed for %d request(s)", stage, len(states))
+                failures += [(state, err) for state in states]
+        for stage, runs in self.runs.items():
+            rows = runs.stepping()
+            if not rows.size:
+                continue
+            try:
+                draw = runs.draws(rows)
+                out = self.decoders[stage].step_rows(rows, runs.last[rows], draw)
+                self._deliver(runs.settle(rows, out, draw))
+            except Exception as err:
+                logger.exception("a %s step failed for %d request(s)", stage, rows.size)
+                failures += [(runs.owner[row], err) for row in rows if runs.owner[row] is not None]
         return failures
 
-    def _call(self, kind: str, states: list[RequestState]) -> list:
-        items = [state.pending for state in states]
-        if kind == "step":
-            stage = items[0].stage
-            return list(self.decoders[stage].step([s.rows[stage] for s in states], [it.token for it in items]))
-        state, item = states[0], items[0]
-        if kind == "Prefill":
-            decoder = self.decoders[item.stage]
-            if item.stage not in state.rows:
-                state.rows[item.stage] = decoder.open()
-            merge = None if item.merge is None else [item.merge]
-            return list(decoder.prefill([state.rows[item.stage]], item.ids[None], merge))
-        if kind == "FinePass":
-            feed = {"codes": item.codes[None], "pred_idx": np.array(item.pred_idx, np.int64)}
-            return [self.fine.run(None, feed)[0][0]]  # (W, 1024)
-        audio = self.codec.run(None, {"codes": item.codes[None]})[0][0]  # (8, T) -> (T * 320,)
-        return [np.ascontiguousarray(audio, dtype=np.float32)]
+    def _prefill(self, stage: str, states: list[RequestState]) -> None:
+        """The prefills of runs whose prompts have one length, each into its request's row (a row is
+        opened at the request's first run of the stage), and each run's first draw."""
+        decoder, runs = self.decoders[stage], self.runs[stage]
+        for state in states:
+            if stage not in state.rows:
+                state.rows[stage] = decoder.open()
+        seqs = [state.rows[stage] for state in states]
+        draws = [runs.begin(seq.row, state, state.pending) for seq, state in zip(seqs, states)]
+        draw = Draw(*(np.concatenate([getattr(d, f) for d in draws]) for f in ("temperature", "uniform", "band")))
+        merge = None if states[0].pending.merge is None else [state.pending.merge for state in states]
+        out = decoder.prefill(seqs, np.stack([state.pending.ids for state in states]), merge, draw)
+        self._deliver(runs.settle(np.array([seq.row for seq in seqs]), out, draw))
+
+    def _start(self, state: RequestState) -> None:
+        item = state.pending
+        if isinstance(item, FinePass):
+            feed = {"codes": item.codes[None], "pred_idx": np.array(item.pred_idx, np.int64),
+                    "temperature": np.array([graph_temperature(item.temperature)]),
+                    "uniform": as_float32_uniform(item.uniforms)[None]}
+            self._answer(state, self.fine.run(["tokens"], feed)[0][0])  # (W,)
+        elif isinstance(item, Decode):
+            audio = self.codec.run(None, {"codes": item.codes[None]})[0][0]  # (8, T) -> (T * 320,)
+            self._answer(state, np.ascontiguousarray(audio, dtype=np.float32))
+        else:
+            raise TypeError(f"unknown work item {type(item).__name__}")
+
+    def _deliver(self, finished) -> None:
+        for state, tokens in finished:
+            self._answer(state, tokens)
+
+    @staticmethod
+    def _answer(state: RequestState, reply) -> None:
+        state.reply, state.pending = reply, None

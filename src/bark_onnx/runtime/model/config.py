@@ -20,7 +20,7 @@ from .. import constants as C
 from ..errors import ModelDirError
 from ..files import write_atomic
 
-FORMAT_VERSION = 2  # 2: causal graphs take one past_length per row
+FORMAT_VERSION = 3  # 2: causal graphs take one past_length per row; 3: every graph draws its tokens
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 VOICES_DIR = "voices"
@@ -203,10 +203,19 @@ class GraphInfo:
     logits_size: int = 0
     # Semantic graph: the `merge_ids` value that adds nothing (a zero embedding row).
     merge_none_id: int = -1
+    # Causal graphs: the logits columns [lo, hi) a draw may take, by the index the `band` input gives.
+    bands: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
+        try:
+            bands = tuple((int(lo), int(hi)) for lo, hi in self.bands)
+        except (TypeError, ValueError):
+            raise ValueError(f"bands must be pairs of column indices, got {self.bands!r}") from None
+        if any(not 0 <= lo < hi for lo, hi in bands):
+            raise ValueError(f"bands must be column ranges [lo, hi) with 0 <= lo < hi, got {list(bands)}")
+        object.__setattr__(self, "bands", bands)
         _plain_file_name(self.file, "file")
         if self.logits_start < 0 or self.logits_size < 0 or self.merge_none_id < -1:
             raise ValueError(f"logits_start and logits_size must be >= 0 and merge_none_id >= -1, got "
@@ -351,6 +360,10 @@ def _check_bark_layout(config: ModelConfig) -> None:
             raise ValueError(f"graphs.{stage} must return logits columns [{start}, {stop}) of its "
                              f"{cfg.output_vocab_size}, got [{info.logits_start}, "
                              f"{info.logits_start + info.logits_size})")
+    for stage, bands in (("semantic", C.SEMANTIC_BANDS), ("coarse", C.COARSE_BANDS)):
+        if config.graphs[stage].bands != bands:
+            raise ValueError(f"graphs.{stage}.bands must be Bark's {[list(b) for b in bands]}, "
+                             f"got {[list(b) for b in config.graphs[stage].bands]}")
     for stage in ("semantic", "coarse", "fine"):
         if getattr(config, stage).block_size != C.CONTEXT_WINDOW_SIZE:
             raise ValueError(f"{stage}.block_size must be Bark's {C.CONTEXT_WINDOW_SIZE}, "

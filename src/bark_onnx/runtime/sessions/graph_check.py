@@ -41,7 +41,9 @@ def check_graphs(config: ModelConfig, sessions: Mapping[str, _Session]) -> None:
     fine, codec = config.graphs["fine"], config.graphs["codec"]
     fine_in, fine_out = _args(sessions["fine"])
     _expect_dim(fine, _arg(fine, fine_in, "codes"), 2, config.fine.n_codes_total, "fine.n_codes_total (codebooks)")
-    _arg(fine, fine_in, "pred_idx")
+    for name in ("pred_idx", "temperature", "uniform"):
+        _arg(fine, fine_in, name)
+    _arg(fine, fine_out, "tokens")
     _expect_dim(fine, _arg(fine, fine_out, "logits"), 2, fine.logits_size, "graphs.fine.logits_size")
     codec_in, codec_out = _args(sessions["codec"])
     _expect_dim(codec, _arg(codec, codec_in, "codes"), 1, config.codec.n_codebooks, "codec.n_codebooks")
@@ -84,6 +86,11 @@ def _check_causal(stage: str, cfg: GPTConfig, info: GraphInfo, kv_cache: str, se
             _expect_dim(info, past, 1, cfg.n_head, f"{stage}.n_head")
             _expect_dim(info, past, 3, cfg.head_dim, f"{stage}.n_embd / n_head (head size)")
     _expect_dim(info, _arg(info, outputs, "logits"), 1, info.logits_size, f"graphs.{stage}.logits_size")
+    for name in ("temperature", "uniform", "band"):  # the draw of the next token (format 3)
+        _arg(info, inputs, name)
+    _arg(info, outputs, "token")
+    if stage == "semantic":
+        _arg(info, outputs, "eos_p")
 
 
 def _expect_dim(info: GraphInfo, arg: _Arg, axis: int, want: int, what: str) -> None:

@@ -1,9 +1,10 @@
 """Stage 2: semantic tokens -> 2 coarse EnCodec codebooks (Bark's `generate_coarse`).
 
 Coarse tokens interleave codebooks 0 and 1 (offsets 10 000 and 11 024). The
-loop runs in windows of 60 steps; each window prefills a fresh sequence with up
-to 256 semantic tokens around the current position, the infer token and the
-last 630 coarse tokens, then samples up to 60 tokens. While the semantic part
+loop runs in windows of 60 steps; each window is one decoding run: a prefill of
+up to 256 semantic tokens around the current position, the infer token and the
+last 630 coarse tokens, then up to 60 tokens, each drawn from its codebook's
+1024 columns. While the semantic part
 repeats from one window to the next, the cache keeps those positions (see
 engine/decoder.py) and the prefill computes only the coarse history.
 """
@@ -14,14 +15,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from bark_onnx.kernels.sampling import sample
+from bark_onnx.kernels.sampling import uniforms
 
 from ..constants import CODEBOOK_SIZE, COARSE_INFER_TOKEN, COARSE_SEMANTIC_PAD_TOKEN, MAX_TEXT_TOKENS, \
     N_COARSE_CODEBOOKS, SEMANTIC_TO_COARSE_RATIO, SEMANTIC_VOCAB_SIZE
 from ..errors import InputError
 from ..options import CoarseOptions
 from .progress import Progress
-from .work import Prefill, Release, Step
+from .work import Generate, Release
 
 
 def check_semantic(semantic) -> np.ndarray:
@@ -83,17 +84,14 @@ def coarse_loop(semantic: np.ndarray, voice: dict | None, opts: CoarseOptions, r
         part = x_semantic[start: start + MAX_TEXT_TOKENS]
         x_in[: part.size] = part
         history = x_coarse[max(0, filled - opts.max_coarse_history): filled]
-        logits = yield Prefill("coarse", np.concatenate([x_in, [COARSE_INFER_TOKEN], history]))
-        for k in range(min(opts.sliding_window_len, total_steps - n_step)):
-            if k > 0:
-                logits = yield Step("coarse", int(x_coarse[filled - 1]))
-            codebook = n_step % N_COARSE_CODEBOOKS
-            cols = logits[codebook * CODEBOOK_SIZE: (codebook + 1) * CODEBOOK_SIZE]  # graph columns start at 10 000
-            token = sample(cols[None], opts.temperature, rng, opts.top_k, opts.top_p)[0][0]
-            x_coarse[filled] = token + SEMANTIC_VOCAB_SIZE + codebook * CODEBOOK_SIZE
-            filled += 1
-            n_step += 1
-        progress.update(min(opts.sliding_window_len, total_steps))
+        k = min(opts.sliding_window_len, total_steps - n_step)  # the window's draws
+        codebooks = (n_step + np.arange(k)) % N_COARSE_CODEBOOKS  # even steps codebook 0, odd 1: the bands
+        x_coarse[filled: filled + k] = yield Generate(  # token ids: 10 000 + codebook * 1024 + code
+            "coarse", np.concatenate([x_in, [COARSE_INFER_TOKEN], history]), k, opts.temperature,
+            uniforms(rng, k, opts.temperature), codebooks, top_k=opts.top_k, top_p=opts.top_p)
+        filled += k
+        n_step += k
+        progress.update(k)
         last = n_step >= total_steps
         if last:
             progress.close()

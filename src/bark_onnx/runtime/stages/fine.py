@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bark_onnx.kernels.sampling import sample_tokens
+from bark_onnx.kernels.sampling import uniforms
 
 from ..constants import CODEBOOK_SIZE, FINE_HISTORY, FINE_STRIDE, FINE_WINDOW, N_FINE_CODEBOOKS
 from ..errors import InputError
@@ -51,10 +51,15 @@ def fine_windows(n_frames: int, n_history: int) -> list[tuple[int, int]]:
 
 def fill_codebooks(window: np.ndarray, rel: int, n_coarse: int, temperature: float | None,
                    rng: np.random.Generator | None):
-    """window (W, 8) codes, changed in place: codebooks n_coarse..7 sampled for frames rel..W."""
+    """window (W, 8) codes, changed in place: codebooks n_coarse..7 drawn for frames rel..W (a
+    uniform number per frame from `rng`, unless greedy), each from the ones before it."""
     for nn in range(n_coarse, N_FINE_CODEBOOKS):
-        logits = yield FinePass(window, nn)  # (W, 1024)
-        window[rel:, nn] = sample_tokens(logits[rel:], temperature, rng)
+        u = np.zeros(len(window))
+        drawn = uniforms(rng, len(window) - rel, temperature)
+        if drawn is not None:
+            u[rel:] = drawn
+        tokens = yield FinePass(window, nn, temperature, u)  # (W,)
+        window[rel:, nn] = tokens[rel:]
 
 
 def fine_loop(coarse: np.ndarray, voice: dict | None, temperature: float | None, rng: np.random.Generator | None,

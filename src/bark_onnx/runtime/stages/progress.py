@@ -25,6 +25,12 @@ class Progress:
         if self._bar is not None:
             self._bar.update(n)
 
+    def reporter(self):
+        """A callback that moves the bar to a count (None when silent): for work the engine runs."""
+        if not self.enabled:
+            return None
+        return lambda n: self._bar is not None and self._bar.update(n - self._bar.n)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

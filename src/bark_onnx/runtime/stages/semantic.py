@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from bark_onnx.kernels.sampling import sample
+from bark_onnx.kernels.sampling import uniforms
 
 from ..constants import MAX_SEMANTIC_HISTORY, MAX_SEMANTIC_STEPS, SEMANTIC_INFER_TOKEN, SEMANTIC_PAD_TOKEN, \
     SEMANTIC_RATE_HZ, SEMANTIC_VOCAB_SIZE
 from ..options import SemanticOptions
 from .progress import Progress
-from .work import Prefill, Release, Step
+from .work import Generate, Release
 
 EOS = SEMANTIC_VOCAB_SIZE  # the pad token doubles as end of sequence
 
@@ -50,24 +50,20 @@ def duration_for_tokens(n_tokens: int) -> float:
 
 def semantic_loop(text_tokens: np.ndarray, history: np.ndarray, opts: SemanticOptions,
                   rng: np.random.Generator | None, progress: Progress | None = None):
-    """Work items in, semantic tokens (n,) int64 out: text_tokens (256,) and history (256,)."""
-    logits = yield Prefill("semantic", np.append(text_tokens, SEMANTIC_INFER_TOKEN), merge=history)
+    """Work items in, semantic tokens (n,) int64 out: text_tokens (256,) and history (256,).
+
+    One decoding run: the prefill, then a token per step until EOS is drawn, P(EOS) reaches
+    min_eos_p (the token drawn then is dropped, as Bark drops it) or max_gen_duration_s is used up.
+    """
     max_tokens = max_semantic_tokens(opts.max_gen_duration_s)
-    n_cols = SEMANTIC_VOCAB_SIZE + 1 if opts.allow_early_stop else SEMANTIC_VOCAB_SIZE
-    tokens: list[int] = []
+    band = 0 if opts.allow_early_stop else 1  # the 10 000 semantic tokens, with EOS (column 10 000) or without
     progress = progress or Progress.off()
     progress.start("semantic", max_tokens, "tok")
-    for n in range(max_tokens):
-        token, probs = sample(logits[None, :n_cols], opts.temperature, rng, opts.top_k, opts.top_p)
-        token = int(token[0])
-        if opts.allow_early_stop and (token == EOS or (opts.min_eos_p is not None and
-                                                       probs[0, EOS] >= opts.min_eos_p)):
-            break
-        tokens.append(token)
-        progress.update()
-        if n == max_tokens - 1:
-            break
-        logits = yield Step("semantic", token)
+    tokens = yield Generate(
+        "semantic", np.append(text_tokens, SEMANTIC_INFER_TOKEN), max_tokens, opts.temperature,
+        uniforms(rng, max_tokens, opts.temperature), np.full(max_tokens, band),
+        merge=history, top_k=opts.top_k, top_p=opts.top_p, eos=EOS if opts.allow_early_stop else None,
+        min_eos_p=opts.min_eos_p if opts.allow_early_stop else None, progress=progress.reporter())
     progress.close()
     yield Release("semantic")
-    return np.array(tokens, dtype=np.int64)
+    return tokens

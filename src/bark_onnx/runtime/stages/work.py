@@ -5,34 +5,48 @@ runs it (batched with the items of other requests when their shapes allow)
 and sends the result back in. So one loop serves a lone call and a thousand
 concurrent ones, and the loop never touches a session or a cache itself.
 
-    item               result sent back
-    Prefill(stage, …)  logits (V,) of the last position; the request's cache row holds the prompt
-                       (positions it shares with the row's previous prompt are kept, not recomputed)
-    Step(stage, token) logits (V,) after one more token
-    Release(stage)     None; the request's cache row of that stage is free again
-    FinePass(codes, i) logits (W, 1024) of codebook i for a window of codes (W, 8)
-    Decode(codes)      audio (T * 320,) float32 for codes (8, T)
-    Emit(audio)        None; a chunk for the caller of a stream
+    item                 result sent back
+    Generate(stage, …)   the token ids drawn, (n,) int64: a prefill of the request's cache row (positions
+                         it shares with the row's previous prompt are kept, not recomputed), then one
+                         token per step, each fed back, until a stop rule or `max_new`. The request's own
+                         code does not run in between: its stop rules are data the engine checks in bulk
+    Release(stage)       None; the request's cache row of that stage is free again
+    FinePass(codes, i)   tokens (W,) of codebook i drawn for a window of codes (W, 8)
+    Decode(codes)        audio (T * 320,) float32 for codes (8, T)
+    Emit(audio)          None; a chunk for the caller of a stream
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 
 @dataclass
-class Prefill:
-    stage: str  # "semantic" or "coarse"
-    ids: np.ndarray  # (S,) int64
-    merge: np.ndarray | None = None  # (S,) semantic graph only: a second token summed at each position
+class Generate:
+    """A decoding run of a causal stage ("semantic" or "coarse").
 
+    Draw k takes uniforms[k] (None: greedy, which draws none) and the logits columns of
+    band bands[k] (the graph's GraphInfo.bands: semantic 0 with EOS, 1 without; coarse the
+    codebook); with top_k or top_p its logits come to the host and are filtered
+    there (Bark's float64 rule), else the graph draws it. A draw of the column `eos`, or
+    one whose P(eos) reaches `min_eos_p`, ends the run and is not kept.
+    """
 
-@dataclass
-class Step:
     stage: str
-    token: int
+    ids: np.ndarray  # (S,) int64, the prompt
+    max_new: int  # draws at most
+    temperature: float | None
+    uniforms: np.ndarray | None  # (max_new,) float64, the request's own draws in order
+    bands: np.ndarray  # (max_new,) int64 band indices
+    merge: np.ndarray | None = None  # (S,) semantic graph only: a second token summed at each position
+    top_k: int | None = None
+    top_p: float | None = None
+    eos: int | None = None  # a token id that ends the run
+    min_eos_p: float | None = None
+    progress: Callable[[int], None] | None = None  # told the tokens drawn so far, now and then
 
 
 @dataclass
@@ -44,6 +58,8 @@ class Release:
 class FinePass:
     codes: np.ndarray  # (W, 8) int64
     pred_idx: int
+    temperature: float | None  # None or 0: greedy
+    uniforms: np.ndarray  # (W,) float64, one per position (those not drawn: anything)
 
 
 @dataclass

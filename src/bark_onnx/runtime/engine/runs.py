@@ -1,0 +1,130 @@
+"""The decoding runs of one causal stage, as arrays indexed by cache row.
+
+A run (a `Generate` item) holds its request's cache row from its prefill to its
+end. Each engine step advances every row that runs by one token in one graph
+call, and the bookkeeping of all of them is a handful of NumPy operations: the
+draws' inputs gathered, the tokens stored, the stop rules checked, the ended
+runs picked out. A request's own code runs only when its run ends.
+
+    row │ active  n   max_new  temperature  eos    min_eos_p  tokens[:n]      uniforms, bands per draw
+    0   │ yes     41  768      0.7          10000  0.2        12 873 ... 5    u[0..767], band 0 0 0 ...
+    1   │ no                                                                   (free, or between runs)
+    2   │ yes     7   60       0.7          -      -          10713 11302 ... u[0..59], band 0 1 0 1 ...
+
+Rows with top-k or top-p draw on the host (kernels/sampling.py's float64 rule, which
+filters with a sort) from their logits, with the same uniform numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bark_onnx.kernels.sampling import as_float32_uniform, draw_rows, graph_temperature, sample
+
+from ..constants import SEMANTIC_VOCAB_SIZE
+from ..stages.work import Generate
+from .decoder import CausalDecoder, Draw, Out
+
+EOS_COLUMN = SEMANTIC_VOCAB_SIZE  # the token id whose probability a semantic graph reports (P(EOS))
+PROGRESS_EVERY = 16  # a run's progress callback hears of it every this many tokens
+
+
+class Runs:
+    def __init__(self, decoder: CausalDecoder):
+        rows, length = decoder.max_rows, decoder.max_len
+        self.decoder = decoder
+        self.start = decoder.info.logits_start  # token id = logits column + start
+        self.owner: list[Any] = [None] * rows
+        self.items: list[Generate | None] = [None] * rows
+        self.active = np.zeros(rows, bool)  # running, past its prefill
+        self.n = np.zeros(rows, np.int64)  # tokens kept so far
+        self.max_new = np.zeros(rows, np.int64)
+        self.temperature = np.zeros(rows, np.float32)
+        self.uniforms = np.zeros((rows, length), np.float64)
+        self.bands = np.zeros((rows, length), np.int64)  # the band index of each draw
+        self.ranges = np.array(decoder.info.bands or [(0, decoder.info.logits_size)], np.int64)  # band -> [lo, hi)
+        self.eos = np.full(rows, -1, np.int64)
+        self.min_eos_p = np.full(rows, np.inf, np.float32)
+        self.host = np.zeros(rows, bool)
+        self.reports = np.zeros(rows, bool)
+        self.tokens = np.zeros((rows, length), np.int64)
+        self.last = np.zeros(rows, np.int64)  # the token each row feeds its next step
+        # every draw made on the host from the logits (NumPy, the graph's float32 rule) instead of
+        # in the graph: the same tokens but at CDF edges, for measuring which is faster
+        self.draw_on_host = False
+        self.eos_column = EOS_COLUMN - self.start if getattr(decoder, "has_eos", False) else None
+
+    def begin(self, row: int, owner: Any, item: Generate) -> Draw:
+        """Take the run's numbers into `row`; returns the draw of its first token (from the prefill)."""
+        k = item.max_new
+        self.owner[row], self.items[row] = owner, item
+        self.n[row], self.max_new[row] = 0, k
+        self.temperature[row] = graph_temperature(item.temperature)
+        self.uniforms[row, :k] = 0.0 if item.uniforms is None else item.uniforms[:k]
+        self.bands[row, :k] = item.bands[:k]
+        self.eos[row] = -1 if item.eos is None else item.eos
+        self.min_eos_p[row] = np.inf if item.min_eos_p is None else item.min_eos_p
+        self.host[row] = item.top_k is not None or item.top_p is not None
+        self.reports[row] = item.progress is not None
+        return self.draws(np.array([row]))
+
+    def draws(self, rows: np.ndarray) -> Draw:
+        """The next draw of each row: its temperature, its next uniform number, its next band. A row
+        drawn on the host feeds temperature 0, so that the graph gives its raw logits."""
+        k = self.n[rows]
+        t = self.temperature[rows]
+        if self.draw_on_host:
+            t = np.zeros_like(t)
+        elif self.host[rows].any():
+            t = np.where(self.host[rows], np.float32(0), t)
+        return Draw(t, as_float32_uniform(self.uniforms[rows, k]), self.bands[rows, k])
+
+    def stepping(self) -> np.ndarray:
+        return np.flatnonzero(self.active)
+
+    def settle(self, rows: np.ndarray, out: Out, draw: Draw) -> list[tuple[Any, np.ndarray]]:
+        """Take each row's draw from `out` (made with `draw`), apply the stop rules; returns (owner,
+        tokens) of the runs that ended (their rows are free for the owner's next run)."""
+        if self.draw_on_host:
+            token, eos_p = draw_rows(out.logits, self.temperature[rows], draw.uniform, self.ranges[draw.band],
+                                     self.eos_column)
+            token += self.start
+        else:
+            token, eos_p = out.token.astype(np.int64, copy=True), out.eos_p
+        eos_p = np.zeros(len(rows), np.float32) if eos_p is None else eos_p.astype(np.float32, copy=True)
+        host = np.flatnonzero(self.host[rows])
+        if host.size:
+            self._host_draws(rows, host, out.logits, token, eos_p)
+        k = self.n[rows]
+        ends = (self.eos[rows] >= 0) & ((token == self.eos[rows]) | (eos_p >= self.min_eos_p[rows]))
+        kept = rows[~ends]
+        self.tokens[kept, k[~ends]] = token[~ends]
+        self.n[kept] += 1
+        self.last[rows] = token
+        done = ends | (self.n[rows] >= self.max_new[rows])
+        self.active[rows] = ~done
+        told = rows[self.reports[rows] & ((self.n[rows] % PROGRESS_EVERY == 0) | done)]
+        for row in told:
+            self.items[row].progress(int(self.n[row]))
+        finished = []
+        for row in rows[done]:
+            finished.append((self.owner[row], self.tokens[row, : self.n[row]].copy()))
+            self.drop(row)
+        return finished
+
+    def drop(self, row: int) -> None:
+        self.active[row] = False
+        self.owner[row] = self.items[row] = None
+
+    def _host_draws(self, rows, host, logits, token, eos_p) -> None:
+        """Bark's float64 draw, with its top-k / top-p filter, for the rows that ask for one."""
+        for i in host:
+            row = rows[i]
+            item, k = self.items[row], self.n[row]
+            lo, hi = self.ranges[self.bands[row, k]]
+            t, p = sample(logits[i:i + 1, lo:hi], item.temperature, self.uniforms[row, k:k + 1], item.top_k, item.top_p)
+            token[i] = self.start + lo + t[0]
+            column = self.eos[row] - self.start - lo
+            eos_p[i] = p[0, column] if self.eos[row] >= 0 and 0 <= column < hi - lo else 0.0

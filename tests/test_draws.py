@@ -1,0 +1,152 @@
+"""Tokens drawn where the logits are: the runs' bookkeeping in bulk, the host path, neighbours, cancellation."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from bark_onnx import Bark, CancelledError, Request
+from bark_onnx.kernels.sampling import draw_rows, sample, uniforms
+from bark_onnx.runtime.engine.core import Engine
+from bark_onnx.runtime.engine.decoder import Draw, Out
+from bark_onnx.runtime.engine.runs import Runs
+from bark_onnx.runtime.engine.scheduler import Scheduler
+from bark_onnx.runtime.stages.semantic import EOS, semantic_history
+from bark_onnx.runtime.stages.work import Generate
+
+WIDTH = 10_001
+BANDS = ((0, WIDTH), (0, WIDTH - 1))
+
+
+def _item(max_new, temperature, seed, band=0, eos=EOS, min_eos_p=None, top_k=None):
+    rng = np.random.default_rng(seed)
+    return Generate("semantic", np.zeros(3, np.int64), max_new, temperature, uniforms(rng, max_new, temperature),
+                    np.full(max_new, band), eos=eos, min_eos_p=min_eos_p, top_k=top_k)
+
+
+def _script(seed):
+    """Logits per draw: flat, with EOS rising after a few draws (a different speed per script)."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(40, WIDTH)).astype(np.float32)
+    base[:, EOS] = np.linspace(-4, 16 + seed, 40)
+    return base
+
+
+def _run(runs: Runs, items: dict[int, Generate], scripts: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Drive runs on their rows together, each step's logits from the row's script; returns each row's tokens."""
+    done, draws = {}, {}
+    for row, item in items.items():
+        draws[row] = runs.begin(row, row, item)
+    rows = np.array(sorted(items))
+    draw = Draw(*(np.concatenate([getattr(draws[r], f) for r in rows]) for f in ("temperature", "uniform", "band")))
+    while rows.size:
+        logits = np.stack([scripts[r][runs.n[r]] for r in rows])
+        tokens, eos_p = draw_rows(logits, draw.temperature, draw.uniform, runs.ranges[draw.band], runs.eos_column)
+        for owner, got in runs.settle(rows, Out(tokens, eos_p, lambda: logits), draw):
+            done[owner] = got
+        rows = runs.stepping()
+        draw = runs.draws(rows)
+    return done
+
+
+def test_stop_rules_checked_in_bulk_equal_each_run_alone():
+    """Rows with other stop rules (EOS, min_eos_p, a token limit, early stop off, greedy, top-k on the
+    host) settled together give what each gives alone."""
+    decoder = SimpleNamespace(max_rows=6, max_len=1024, has_eos=True,
+                              info=SimpleNamespace(logits_start=0, logits_size=WIDTH, bands=BANDS))
+    items = {0: _item(30, 0.8, 0), 1: _item(30, 0.8, 1, min_eos_p=0.05), 2: _item(7, 0.8, 2),
+             3: _item(30, 0.8, 3, band=1, eos=None), 4: _item(30, None, 4), 5: _item(30, 0.8, 5, top_k=20)}
+    scripts = {row: _script(row) for row in items}
+    together = _run(Runs(decoder), items, scripts)
+    for row, item in items.items():
+        alone = _run(Runs(decoder), {row: _item(item.max_new, item.temperature, row, int(item.bands[0]), item.eos,
+                                                item.min_eos_p, item.top_k)}, {row: scripts[row]})
+        np.testing.assert_array_equal(together[row], alone[row])
+    assert len(together[2]) == 7 and len(together[3]) == 30  # a limit; no early stop at all
+    assert len(together[1]) < len(together[0])  # min_eos_p stops before EOS is drawn
+    assert (together[3] < EOS).all()  # early stop off: EOS is never drawn
+
+
+def _host_semantic(t: Bark, text: str, seed: int, top_k: int, temperature: float = 0.7, n: int = 40):
+    """Bark's loop by hand on the decoder's raw logits: kernels' float64 `sample` with the request's uniforms."""
+    from bark_onnx.runtime.constants import SEMANTIC_INFER_TOKEN
+
+    dec = t.decoders["semantic"]
+    u = uniforms(np.random.default_rng(seed), n, temperature)
+    seq = dec.open()
+    try:
+        logits = dec.prefill([seq], np.append(t.text.encode(text), SEMANTIC_INFER_TOKEN)[None],
+                             [semantic_history(None)]).logits  # greedy draw: raw logits
+        tokens = []
+        for k in range(n):
+            token, probs = sample(logits, temperature, u[k:k + 1], top_k=top_k)
+            if token[0] == EOS or probs[0, EOS] >= 0.2:
+                break
+            tokens.append(int(token[0]))
+            logits = dec.step([seq], token).logits
+        return np.array(tokens)
+    finally:
+        dec.close(seq)
+
+
+def test_top_k_rows_draw_on_the_host_from_raw_logits(tts):
+    """A top-k request draws Bark's float64 way from the graph's raw logits with its own uniforms."""
+    t = tts["suno-tiny"]
+    got = t.text_to_semantic("hello world", seed=11, top_k=30, max_gen_duration_s=(40 - 0.5) / 49.9, silent=True)
+    want = _host_semantic(t, "hello world", 11, top_k=30)
+    np.testing.assert_array_equal(got, want)
+
+
+REQUESTS = [  # eight at once: greedy and sampled, top-k and top-p, voices, early stop on and off
+    ("hello world", None, 0, dict(max_gen_duration_s=1.0)),
+    ("this is a test voice", "announcer", 1, dict(max_gen_duration_s=0.8, text_temperature=0, waveform_temperature=0,
+                                                   fine_temperature=0)),
+    ("hi", "v2/en_speaker_0", 2, dict(max_gen_duration_s=1.2, top_k=40)),
+    ("good bad yes no", None, 3, dict(max_gen_duration_s=0.6, top_p=0.9)),
+    ("the music", "announcer", 4, dict(max_gen_duration_s=1.0, allow_early_stop=False)),
+    ("my name is Bark", "v2/en_speaker_1", 5, dict(max_gen_duration_s=1.4, min_eos_p=0.01)),
+    ("one two", None, 6, dict(max_gen_duration_s=0.9, fine_temperature=1.3)),
+    ("last one", "announcer", 7, dict(max_gen_duration_s=0.7, text_temperature=1.1)),
+]
+
+
+def test_a_request_alone_equals_itself_among_seven_others(model_dirs):
+    tts = Bark.load(model_dirs["suno-tiny"], max_batch=8)
+    try:
+        requests = [Request.make(text, voice, seed=seed, **kw) for text, voice, seed, kw in REQUESTS]
+        alone = [tts.submit(r).result(timeout=300) for r in requests]
+        jobs = [tts.submit(r) for r in requests]
+        together = [job.result(timeout=300) for job in jobs]
+        for a, b in zip(alone, together):
+            for field in ("semantic", "coarse", "fine", "audio"):
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+        assert tts.stats()["rows_in_use"] == 0
+    finally:
+        tts.close()
+
+
+def test_cancel_in_the_middle_of_a_batched_run(tiny_engine):
+    """Three semantic runs step together; the middle one is cancelled mid-run: its rows are free at the next
+    step, and the others end as they would alone."""
+    requests = [Request.make(f"run number {i}", seed=i, allow_early_stop=False, max_gen_duration_s=1.5)
+                for i in range(3)]
+    alone = [tiny_engine.submit(r).result(timeout=300) for r in requests]
+    eng = Engine(tiny_engine.engine.executor, Scheduler(4, 0), background=False)
+    jobs = [eng.submit(tiny_engine._pipeline(r)) for r in requests]
+    runs = tiny_engine.engine.executor.runs["semantic"]
+    for _ in range(10):
+        eng.step()
+    assert runs.active.sum() == 3 and (runs.n[runs.active] > 5).all()  # all three mid-run
+    jobs[1].cancel()
+    eng.step()
+    with pytest.raises(CancelledError):
+        jobs[1].result(0)
+    assert runs.active.sum() == 2 and tiny_engine.decoders["semantic"].rows_in_use == 2
+    while eng.step():
+        pass
+    for i in (0, 2):
+        for field in ("semantic", "coarse", "fine", "audio"):
+            np.testing.assert_array_equal(getattr(jobs[i].result(0), field), getattr(alone[i], field))
+    assert tiny_engine.stats()["rows_in_use"] == 0
