@@ -44,7 +44,7 @@ def _run(runs: Runs, items: dict[int, Generate], scripts: dict[int, np.ndarray])
     while rows.size:
         logits = np.stack([scripts[r][runs.n[r]] for r in rows])
         tokens, eos_p = draw_rows(logits, draw.temperature, draw.uniform, runs.ranges[draw.band], runs.eos_column)
-        for owner, got in runs.settle(rows, Out(tokens, eos_p, lambda: logits), draw):
+        for owner, got, _ in runs.settle(rows, Out(tokens, eos_p, lambda: logits), draw):
             done[owner] = got
         rows = runs.stepping()
         draw = runs.draws(rows)

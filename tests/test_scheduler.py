@@ -56,6 +56,9 @@ class FakeExecutor:
         for stage in list(state.rows):
             self.release(state, stage)
 
+    def first_chunk(self, state):
+        state.first_chunk_seen = True
+
 
 def counter(steps: int, emit_every: int = 0):
     """A pipeline: a prefill, then `steps` steps; emits the round it was answered in every so often."""

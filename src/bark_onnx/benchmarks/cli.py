@@ -5,6 +5,7 @@
     serve        a speech server under load, then a soak
     footprint    disk per graph and peak memory of a generation
     host         what each row's token costs the host (small test model, 1 to 32 requests)
+    first-audio  a stream's first chunk against the whole one-shot request
     fastpath     the coarse window's prefill and step, per graph variant
     int8         the coarse graph's two int8 forms
     ab           two model directories in one process, stage by stage
@@ -75,6 +76,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--cache", help="where the random checkpoints and exports are kept (shared with stages)")
     p.add_argument("--out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_host)
+
+    p = sub.add_parser("first-audio", help="a stream's time to first audio against the whole one-shot request")
+    p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8", "int4"), default="int8")
+    p.add_argument("--voices", default="v2/en_speaker_6,none", help="comma-separated presets, 'none' for no voice")
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds, after a warm-up")
+    p.add_argument("--pacing", choices=("first-audio", "free", "both"), default="first-audio",
+                   help="the engine's pacing of a stream's semantic run until its first audio")
+    p.add_argument("--threads", type=int, help="threads (default: all cores)")
+    p.add_argument("--providers", help="ONNX Runtime providers, e.g. cuda,cpu")
+    p.add_argument("--cache", help="where the random checkpoints and exports are kept (shared with stages)")
+    p.add_argument("--out", help="also write the figures as JSON here")
+    p.set_defaults(func=cmd_first_audio)
 
     p = sub.add_parser("int8", help="time the coarse graph's two int8 forms (activations per tensor or per row)")
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
@@ -318,6 +332,25 @@ def cmd_host(args) -> int:
         edges = result["edges"]
         print(f"graph (float32) vs Bark's float64 rule, same uniform numbers: {edges['differ']} of {edges['draws']} "
               f"draws differ ({edges['rate']:.2e})")
+    if args.out:
+        report.write_json(args.out, result)
+    return 0
+
+
+def cmd_first_audio(args) -> int:
+    from .first_audio import PACINGS, measure, table
+    from .prepare import prepare
+
+    if args.rounds < 1:
+        print("bark-onnx: --rounds must be at least 1", file=sys.stderr)
+        return 2
+    voices = tuple(None if v.strip() == "none" else v.strip() for v in args.voices.split(",") if v.strip())
+    pacings = tuple(PACINGS) if args.pacing == "both" else (args.pacing,)
+    model = prepare(args.size, [args.precision], Path(args.cache) if args.cache else None)[f"onnx-{args.precision}"]
+    result = measure(model, voices, args.rounds, pacings, args.threads, provider_names(args.providers))
+    print(f"bark-{args.size} {args.precision}, CPU flags {result['cpu_flags']}, on "
+          f"{', '.join(result['providers'])}; seconds, median (range) of {args.rounds} rounds")
+    print(table(result))
     if args.out:
         report.write_json(args.out, result)
     return 0

@@ -170,6 +170,9 @@ class Engine:
             state.reply = None
             if isinstance(item, Emit):
                 state.job.push(item.audio)
+                if not state.first_out:
+                    state.first_out = True
+                    self.executor.first_chunk(state)
             elif isinstance(item, Release):
                 self.executor.release(state, item.stage)
             else:

@@ -4,6 +4,8 @@
                      where their rows are consecutive and none keeps a prefix; see decoder.py),
                      then the request's row joins its stage's runs (runs.py): one batched call a
                      step advances every running row of the stage
+    Spawn(Generate)  the same, in the background: the request goes on, and its Await(stage, n)
+                     is answered once the run has n tokens or has ended
     FinePass         one call per request: a codebook of a fine window, drawn in the graph
     Decode           one call per request
 
@@ -25,7 +27,7 @@ import onnxruntime as ort
 
 from bark_onnx.kernels.sampling import as_float32_uniform, graph_temperature
 
-from ..stages.work import Decode, FinePass, Generate
+from ..stages.work import Await, Decode, FinePass, Generate, Spawn
 from .decoder import CausalDecoder, Draw
 from .runs import Runs
 from .scheduler import RequestState
@@ -58,14 +60,14 @@ class Executor:
         failures = []
         prefills: dict[tuple, list[RequestState]] = {}
         for state in new:
-            item = state.pending
-            if isinstance(item, Generate):  # prompts of one length go in one call (the decoder decides)
-                prefills.setdefault((item.stage, len(item.ids)), []).append(state)
+            run = _run_of(state.pending)
+            if run is not None:  # prompts of one length go in one call (the decoder decides)
+                prefills.setdefault((run.stage, len(run.ids)), []).append(state)
                 continue
             try:
                 self._start(state)
             except Exception as err:  # an ONNX Runtime failure: this request fails, others go on
-                logger.exception("a %s call failed", type(item).__name__)
+                logger.exception("a %s call failed", type(state.pending).__name__)
                 failures.append((state, err))
         for (stage, _), states in prefills.items():
             try:
@@ -80,29 +82,54 @@ class Executor:
             try:
                 draw = runs.draws(rows)
                 out = self.decoders[stage].step_rows(rows, runs.last[rows], draw)
-                self._deliver(runs.settle(rows, out, draw))
+                self._deliver(stage, runs.settle(rows, out, draw))
+                self._wake(stage, runs.woken(rows))
             except Exception as err:
                 logger.exception("a %s step failed for %d request(s)", stage, rows.size)
                 failures += [(runs.owner[row], err) for row in rows if runs.owner[row] is not None]
         return failures
 
+    def first_chunk(self, state: RequestState) -> None:
+        """The request's first audio is out: its background runs step in every round from now on."""
+        for stage, seq in state.rows.items():
+            self.runs[stage].paused[seq.row] = False
+
     def _prefill(self, stage: str, states: list[RequestState]) -> None:
         """The prefills of runs whose prompts have one length, each into its request's row (a row is
-        opened at the request's first run of the stage), and each run's first draw."""
+        opened at the request's first run of the stage), and each run's first draw. A spawned run's
+        request goes on at once (its run may wait, paused, until the request asks for tokens)."""
         decoder, runs = self.decoders[stage], self.runs[stage]
         for state in states:
             if stage not in state.rows:
                 state.rows[stage] = decoder.open()
         seqs = [state.rows[stage] for state in states]
-        draws = [runs.begin(seq.row, state, state.pending) for seq, state in zip(seqs, states)]
+        items = [_run_of(state.pending) for state in states]
+        spawned = [isinstance(state.pending, Spawn) for state in states]
+        draws = [runs.begin(seq.row, state, item, background)
+                 for seq, state, item, background in zip(seqs, states, items, spawned)]
         draw = Draw(*(np.concatenate([getattr(d, f) for d in draws]) for f in ("temperature", "uniform", "band")))
-        merge = None if states[0].pending.merge is None else [state.pending.merge for state in states]
-        out = decoder.prefill(seqs, np.stack([state.pending.ids for state in states]), merge, draw)
-        self._deliver(runs.settle(np.array([seq.row for seq in seqs]), out, draw))
+        merge = None if items[0].merge is None else [item.merge for item in items]
+        out = decoder.prefill(seqs, np.stack([item.ids for item in items]), merge, draw)
+        for seq, state, background in zip(seqs, states, spawned):
+            if background:
+                state.results.pop(stage, None)
+                runs.paused[seq.row] = state.holds_back
+                self._answer(state, None)
+        self._deliver(stage, runs.settle(np.array([seq.row for seq in seqs]), out, draw))
 
     def _start(self, state: RequestState) -> None:
         item = state.pending
-        if isinstance(item, FinePass):
+        if isinstance(item, Await):
+            runs = self.runs[item.stage]
+            if item.stage in state.results:  # the run has ended
+                self._answer(state, (state.results[item.stage], True))
+                return
+            row = state.rows[item.stage].row
+            if runs.n[row] >= item.n:
+                self._answer(state, (runs.tokens_of(row), False))
+            else:  # until it has them, the run steps whatever the pacing
+                runs.wake_at[row], runs.paused[row] = item.n, False
+        elif isinstance(item, FinePass):
             feed = {"codes": item.codes[None], "pred_idx": np.array(item.pred_idx, np.int64),
                     "temperature": np.array([graph_temperature(item.temperature)]),
                     "uniform": as_float32_uniform(item.uniforms)[None]}
@@ -113,10 +140,29 @@ class Executor:
         else:
             raise TypeError(f"unknown work item {type(item).__name__}")
 
-    def _deliver(self, finished) -> None:
-        for state, tokens in finished:
-            self._answer(state, tokens)
+    def _deliver(self, stage: str, finished) -> None:
+        """Runs that ended: their tokens to the request that waits for them, or kept for its Await."""
+        for state, tokens, background in finished:
+            if not background:
+                self._answer(state, tokens)
+                continue
+            state.results[stage] = tokens
+            if isinstance(state.pending, Await) and state.pending.stage == stage:
+                self._answer(state, (tokens, True))
+
+    def _wake(self, stage: str, woken) -> None:
+        """Requests whose background run now has the tokens they asked for; its pacing resumes."""
+        for state, tokens in woken:
+            self._answer(state, (tokens, False))
+            self.runs[stage].paused[state.rows[stage].row] = state.holds_back
 
     @staticmethod
     def _answer(state: RequestState, reply) -> None:
         state.reply, state.pending = reply, None
+
+
+def _run_of(item) -> Generate | None:
+    """The decoding run an item starts: a Generate, or the one a Spawn starts in the background."""
+    if isinstance(item, Spawn):
+        return item.run
+    return item if isinstance(item, Generate) else None

@@ -39,6 +39,9 @@ class Runs:
         self.owner: list[Any] = [None] * rows
         self.items: list[Generate | None] = [None] * rows
         self.active = np.zeros(rows, bool)  # running, past its prefill
+        self.background = np.zeros(rows, bool)  # its owner is not waiting for its end (a Spawn)
+        self.paused = np.zeros(rows, bool)  # not stepped for now (the policy's pacing)
+        self.wake_at = np.full(rows, np.iinfo(np.int64).max, np.int64)  # its owner waits for this many tokens
         self.n = np.zeros(rows, np.int64)  # tokens kept so far
         self.max_new = np.zeros(rows, np.int64)
         self.temperature = np.zeros(rows, np.float32)
@@ -56,10 +59,12 @@ class Runs:
         self.draw_on_host = False
         self.eos_column = EOS_COLUMN - self.start if getattr(decoder, "has_eos", False) else None
 
-    def begin(self, row: int, owner: Any, item: Generate) -> Draw:
+    def begin(self, row: int, owner: Any, item: Generate, background: bool = False) -> Draw:
         """Take the run's numbers into `row`; returns the draw of its first token (from the prefill)."""
         k = item.max_new
         self.owner[row], self.items[row] = owner, item
+        self.background[row], self.paused[row] = background, False
+        self.wake_at[row] = np.iinfo(np.int64).max
         self.n[row], self.max_new[row] = 0, k
         self.temperature[row] = graph_temperature(item.temperature)
         self.uniforms[row, :k] = 0.0 if item.uniforms is None else item.uniforms[:k]
@@ -82,11 +87,20 @@ class Runs:
         return Draw(t, as_float32_uniform(self.uniforms[rows, k]), self.bands[rows, k])
 
     def stepping(self) -> np.ndarray:
-        return np.flatnonzero(self.active)
+        return np.flatnonzero(self.active & ~self.paused)
 
-    def settle(self, rows: np.ndarray, out: Out, draw: Draw) -> list[tuple[Any, np.ndarray]]:
+    def tokens_of(self, row: int) -> np.ndarray:
+        return self.tokens[row, : self.n[row]].copy()
+
+    def woken(self, rows: np.ndarray) -> list[tuple[Any, np.ndarray]]:
+        """(owner, tokens so far) of the rows whose owners waited for as many tokens as they now have."""
+        ready = rows[self.n[rows] >= self.wake_at[rows]]
+        self.wake_at[ready] = np.iinfo(np.int64).max
+        return [(self.owner[row], self.tokens_of(row)) for row in ready]
+
+    def settle(self, rows: np.ndarray, out: Out, draw: Draw) -> list[tuple[Any, np.ndarray, bool]]:
         """Take each row's draw from `out` (made with `draw`), apply the stop rules; returns (owner,
-        tokens) of the runs that ended (their rows are free for the owner's next run)."""
+        tokens, background) of the runs that ended (their rows are free for the owner's next run)."""
         if self.draw_on_host:
             token, eos_p = draw_rows(out.logits, self.temperature[rows], draw.uniform, self.ranges[draw.band],
                                      self.eos_column)
@@ -110,12 +124,13 @@ class Runs:
             self.items[row].progress(int(self.n[row]))
         finished = []
         for row in rows[done]:
-            finished.append((self.owner[row], self.tokens[row, : self.n[row]].copy()))
+            finished.append((self.owner[row], self.tokens_of(row), bool(self.background[row])))
             self.drop(row)
         return finished
 
     def drop(self, row: int) -> None:
-        self.active[row] = False
+        self.active[row] = self.background[row] = self.paused[row] = False
+        self.wake_at[row] = np.iinfo(np.int64).max
         self.owner[row] = self.items[row] = None
 
     def _host_draws(self, rows, host, logits, token, eos_p) -> None:

@@ -43,14 +43,34 @@ class RequestState:
     pending: Any = None  # the work item asked for and not yet run
     reply: Any = None  # the last work item's result, sent into the pipeline when it next runs
     rows: dict[str, Any] = field(default_factory=dict)  # stage -> the decoder Sequence it holds
+    results: dict[str, Any] = field(default_factory=dict)  # stage -> the tokens of its background run, once ended
+    first_out: bool = False  # its first chunk of audio went out
+    first_audio_first: bool = True  # the policy's pacing (see FifoPolicy)
+
+    @property
+    def holds_back(self) -> bool:
+        """Whether its background runs wait until its own code asks for their tokens (see FifoPolicy)."""
+        return self.first_audio_first and not self.first_out
 
 
 class FifoPolicy:
-    """First come, first served: admit waiting requests in arrival order while rows are free."""
+    """First come, first served: admit waiting requests in arrival order while rows are free.
+
+    first_audio_first: a stream's semantic stage runs in the background while its coarse windows
+    start (stages/stream.py); until the request's first chunk of audio is out, the semantic run
+    steps only while the coarse stage waits for its tokens, so the coarse steps that make the first
+    chunk are not slowed by it; after that both step in every round. False: both always step.
+    """
+
+    def __init__(self, first_audio_first: bool = True):
+        self.first_audio_first = first_audio_first
 
     def admit(self, waiting: deque[RequestState], running: list[RequestState], max_batch: int) -> list[RequestState]:
         free = max(0, max_batch - len(running))
-        return [waiting.popleft() for _ in range(min(free, len(waiting)))]
+        admitted = [waiting.popleft() for _ in range(min(free, len(waiting)))]
+        for state in admitted:
+            state.first_audio_first = self.first_audio_first
+        return admitted
 
 
 class Scheduler:

@@ -84,6 +84,12 @@ def create_session(path: Path, placement: Placement, fp16: bool = False,
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
+    # Each session has its own intra-op threads, which spin for a while after a run waiting for more
+    # work. A stream alternates between graphs every round (a semantic step, a coarse step, a fine
+    # pass): the idle session's spinning threads would take the cores from the busy one (a streamed
+    # 13 s segment of bark-small int8 took 45 s instead of 35 s on 2 cores). They spin within a run,
+    # where the next op follows at once, and stop when it ends.
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
     _memory_options(opts)
     providers = session_providers(path, placement, fp16, trt_cache, cuda_graph)
     try:

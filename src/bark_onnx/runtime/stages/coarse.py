@@ -22,7 +22,7 @@ from ..constants import CODEBOOK_SIZE, COARSE_INFER_TOKEN, COARSE_SEMANTIC_PAD_T
 from ..errors import InputError
 from ..options import CoarseOptions
 from .progress import Progress
-from .work import Generate, Release
+from .work import Await, Generate, Release
 
 
 def check_semantic(semantic) -> np.ndarray:
@@ -60,45 +60,83 @@ def n_coarse_steps(n_semantic: int) -> int:
     return int(round(np.floor(n_semantic * SEMANTIC_TO_COARSE_RATIO / N_COARSE_CODEBOOKS) * N_COARSE_CODEBOOKS))
 
 
-def coarse_loop(semantic: np.ndarray, voice: dict | None, opts: CoarseOptions, rng: np.random.Generator | None,
-                progress: Progress | None = None,
+def semantic_for_steps(steps: int) -> int:
+    """The fewest semantic tokens whose coarse stage has at least `steps` steps."""
+    n = int(np.floor(steps / SEMANTIC_TO_COARSE_RATIO))
+    while n_coarse_steps(n) < steps:
+        n += 1
+    return n
+
+
+class SemanticSource:
+    """The semantic tokens as the coarse loop reads them: all of them (one-shot), or those of a
+    semantic run still going on in the background (a stream), which the loop waits for only as far
+    as each window reads (`upto`). `on_end(tokens)`: a generator run once, when the run has ended."""
+
+    def __init__(self, tokens: np.ndarray | None = None, on_end: Callable[[np.ndarray], Iterator] | None = None):
+        self.ended = tokens is not None
+        self.tokens = np.zeros(0, np.int64) if tokens is None else tokens
+        self.on_end = on_end
+
+    def upto(self, n: int):
+        """Work items in: at least n tokens known, or all of them."""
+        if self.ended or len(self.tokens) >= n:
+            return
+        self.tokens, self.ended = yield Await("semantic", n)
+        if self.ended and self.on_end is not None:
+            yield from self.on_end(self.tokens)
+
+
+def coarse_loop(semantic: np.ndarray | SemanticSource, voice: dict | None, opts: CoarseOptions,
+                rng: np.random.Generator | None, progress: Progress | None = None,
                 after_window: Callable[[np.ndarray, bool], Iterator] | None = None):
     """Work items in, coarse codes (2, n) out.
 
-    after_window(codes so far, last): a generator run after every window (the
-    stream's fine and codec chunks), once the cache row is free after the last.
+    semantic: the tokens, or a source of tokens still being made: a window starts as soon as the
+    tokens it reads exist (window w reads up to 256 tokens from its position, ~47 new ones for the
+    first window with a voice, 256 without), and only the number of steps waits for the end.
+    after_window(codes so far, last): a generator run after every window (the stream's fine and
+    codec chunks), and once more with last=True after the cache row is free.
     """
+    source = semantic if isinstance(semantic, SemanticSource) else SemanticSource(semantic)
     sem_hist, coarse_hist = coarse_history(voice, opts)
-    total_steps = n_coarse_steps(len(semantic))
-    x_semantic = np.concatenate([sem_hist, semantic])
-    x_coarse = np.concatenate([coarse_hist, np.zeros(total_steps, np.int64)])
-    filled = n0 = len(coarse_hist)
+    x_coarse = coarse_hist
+    n0 = len(coarse_hist)
     base = len(sem_hist)
     n_step = 0
     progress = progress or Progress.off()
-    progress.start("coarse", total_steps, "tok")
-    while n_step < total_steps:
+    progress.start("coarse", n_coarse_steps(len(source.tokens)) if source.ended else None, "tok")
+    while True:
         semantic_idx = base + int(round(n_step / SEMANTIC_TO_COARSE_RATIO))
         start = max(0, semantic_idx - opts.max_semantic_history)
+        # the tokens this window reads, and enough to know it is a whole window
+        yield from source.upto(max(start + MAX_TEXT_TOKENS - base, semantic_for_steps(n_step + opts.sliding_window_len)))
+        total_steps = n_coarse_steps(len(source.tokens)) if source.ended else None
+        if total_steps is not None and n_step >= total_steps:
+            break
+        progress.total(total_steps)
+        k = opts.sliding_window_len if total_steps is None else min(opts.sliding_window_len, total_steps - n_step)
+        x_semantic = np.concatenate([sem_hist, source.tokens])
         x_in = np.full(MAX_TEXT_TOKENS, COARSE_SEMANTIC_PAD_TOKEN, dtype=np.int64)
         part = x_semantic[start: start + MAX_TEXT_TOKENS]
         x_in[: part.size] = part
-        history = x_coarse[max(0, filled - opts.max_coarse_history): filled]
-        k = min(opts.sliding_window_len, total_steps - n_step)  # the window's draws
+        history = x_coarse[max(0, len(x_coarse) - opts.max_coarse_history):]
         codebooks = (n_step + np.arange(k)) % N_COARSE_CODEBOOKS  # even steps codebook 0, odd 1: the bands
-        x_coarse[filled: filled + k] = yield Generate(  # token ids: 10 000 + codebook * 1024 + code
+        drawn = yield Generate(  # token ids: 10 000 + codebook * 1024 + code
             "coarse", np.concatenate([x_in, [COARSE_INFER_TOKEN], history]), k, opts.temperature,
             uniforms(rng, k, opts.temperature), codebooks, top_k=opts.top_k, top_p=opts.top_p)
-        filled += k
+        x_coarse = np.concatenate([x_coarse, drawn])
         n_step += k
         progress.update(k)
-        last = n_step >= total_steps
-        if last:
-            progress.close()
-            yield Release("coarse")
+        if total_steps is not None and n_step >= total_steps:
+            break
         if after_window is not None:
-            yield from after_window(_unflatten(x_coarse[n0:filled]), last)
-    return _unflatten(x_coarse[n0:filled])
+            yield from after_window(_unflatten(x_coarse[n0:]), False)
+    progress.close()
+    yield Release("coarse")
+    if after_window is not None and n_step:
+        yield from after_window(_unflatten(x_coarse[n0:]), True)
+    return _unflatten(x_coarse[n0:])
 
 
 def _unflatten(flat: np.ndarray) -> np.ndarray:

@@ -99,8 +99,9 @@ class ChunkedFine:
         self.n_history = self.codes.shape[1]
         self.final = 0  # frames (after the history) whose fine codes are final
 
-    def extend(self, coarse: np.ndarray, last: bool):
-        """coarse: all (n_coarse, T) frames so far. Work items in, the newly final codes (8, n) out."""
+    def extend(self, coarse: np.ndarray, last: bool, right: int = FINE_RIGHT):
+        """coarse: all (n_coarse, T) frames so far. Work items in, the newly final codes (8, n) out;
+        the last `right` frames are predicted as context and held back (unless `last`)."""
         n_coarse, total = coarse.shape
         known = self.codes.shape[1] - self.n_history
         if total > known:  # append the new frames: coarse rows known, the rest pad
@@ -109,7 +110,7 @@ class ChunkedFine:
             self.codes = np.hstack([self.codes, new])
         end = self.n_history + total
         fill = self.n_history + self.final
-        done = total if last else max(self.final, total - FINE_RIGHT)
+        done = total if last else max(self.final, total - right)
         if done == self.final:
             return np.zeros((N_FINE_CODEBOOKS, 0), np.int64)
         self.codes[n_coarse:, fill:end] = CODEBOOK_SIZE  # provisional predictions are redone from scratch

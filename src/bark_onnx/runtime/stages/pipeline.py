@@ -14,13 +14,13 @@ from ..constants import SAMPLE_RATE
 from ..model.voices import validate_voice
 from ..options import GenerationOptions
 from ..result import Generation, join
-from .coarse import coarse_loop
+from .coarse import SemanticSource, coarse_loop
 from .codec import decode
 from .fine import fine_loop
 from .progress import Progress
-from .semantic import semantic_history, semantic_loop
+from .semantic import semantic_history, semantic_loop, semantic_run
 from .stream import streamed_audio
-from .work import Emit
+from .work import Emit, Release, Spawn
 
 
 def stage_rngs(seed, n: int = 3) -> list[np.random.Generator]:
@@ -39,8 +39,13 @@ def _empty(semantic: np.ndarray, timings: dict) -> Generation:
 
 def generation(text_tokens: np.ndarray, voice: dict | None, options: GenerationOptions, seed,
                stream: bool = False, progress: Progress | None = None):
-    """One segment: semantic, coarse, fine, codec; with `stream`, chunks go out as they are ready."""
+    """One segment: semantic, coarse, fine, codec; with `stream`, chunks go out as they are ready and
+    the coarse stage starts while the semantic stage runs (see stream.py)."""
     rngs = stage_rngs(seed)
+    if stream:
+        yield Spawn(semantic_run(text_tokens, semantic_history(voice), options.semantic, rngs[0]))
+        return (yield from streamed_generation(SemanticSource(on_end=_release_semantic), voice, options, rngs,
+                                               progress))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     semantic = yield from semantic_loop(text_tokens, semantic_history(voice), options.semantic, rngs[0], progress)
@@ -48,10 +53,6 @@ def generation(text_tokens: np.ndarray, voice: dict | None, options: GenerationO
     timings["semantic"] = t1 - t0
     if semantic.size == 0:
         return _empty(semantic, timings)
-    if stream:
-        coarse, fine, audio = yield from streamed_audio(semantic, voice, options, rngs, progress)
-        timings["coarse+fine+codec"] = time.perf_counter() - t1
-        return Generation(audio, semantic, coarse, fine, timings)
     coarse = yield from coarse_loop(semantic, voice, options.coarse, rngs[1], progress)
     t2 = time.perf_counter()
     fine = yield from fine_loop(coarse, voice, options.fine.temperature, rngs[2], progress)
@@ -61,15 +62,43 @@ def generation(text_tokens: np.ndarray, voice: dict | None, options: GenerationO
     return Generation(audio, semantic, coarse, fine, timings)
 
 
+def _release_semantic(tokens: np.ndarray):
+    yield Release("semantic")
+
+
+def streamed_generation(source: SemanticSource, voice: dict | None, options: GenerationOptions, rngs: list,
+                        progress: Progress | None = None):
+    """A stream whose semantic run is under way in the background (`source` reads it). Timings: from
+    the start to the semantic stage's end, and to the stream's end."""
+    t0 = time.perf_counter()
+    ended = {}
+
+    def on_end(tokens: np.ndarray):
+        ended["semantic"] = time.perf_counter() - t0
+        if source_end is not None:
+            yield from source_end(tokens)
+
+    source_end, source.on_end = source.on_end, on_end
+    coarse, fine, audio = yield from streamed_audio(source, voice, options, rngs, progress)
+    timings = {"semantic": ended.get("semantic", 0.0), "stream": time.perf_counter() - t0}
+    if source.tokens.size == 0:
+        return _empty(source.tokens, timings)
+    return Generation(audio, source.tokens, coarse, fine, timings)
+
+
 def long_generation(segments: list[np.ndarray], voice: dict | None, history: str, pause_s: float,
                     options: GenerationOptions, seed, stream: bool = False, progress: Progress | None = None):
     """Segments one after another, joined by `pause_s` of silence.
 
-    history="voice": every segment uses `voice` as its history (steady timbre);
-    history="previous": each segment continues from the previous one's generation.
+    history="voice": every segment uses `voice` as its history (steady timbre); streamed, the next
+    segment's semantic run starts as soon as the current one's ends, so the pause between segments
+    does not wait for a whole semantic stage. history="previous": each segment continues from the
+    previous one's generation, so its semantic stage starts only once that generation is complete.
     """
     pause = np.zeros(int(round(pause_s * SAMPLE_RATE)), np.float32)
     seeds = stage_rngs(seed, len(segments))
+    if stream and history == "voice":
+        return (yield from _prefetched_segments(segments, voice, pause, options, seeds, progress))
     current, parts = voice, []
     for i, tokens in enumerate(segments):
         if i and stream and pause.size:
@@ -78,4 +107,27 @@ def long_generation(segments: list[np.ndarray], voice: dict | None, history: str
         parts.append(part)
         if history == "previous" and part.fine.shape[1]:
             current = validate_voice(part.prompt, "the previous segment")
+    return join(parts, pause)
+
+
+def _prefetched_segments(segments: list[np.ndarray], voice: dict | None, pause: np.ndarray,
+                         options: GenerationOptions, seeds: list, progress: Progress | None):
+    """history="voice", streamed: segment i + 1's semantic run is spawned when segment i's ends."""
+    rngs = [stage_rngs(s) for s in seeds]
+    runs = [semantic_run(tokens, semantic_history(voice), options.semantic, r[0]) for tokens, r in zip(segments, rngs)]
+
+    def next_run(i: int):
+        def on_end(tokens: np.ndarray):
+            yield Release("semantic")
+            if i + 1 < len(runs):
+                yield Spawn(runs[i + 1])
+        return on_end
+
+    parts = []
+    yield Spawn(runs[0])
+    for i in range(len(segments)):
+        if i and pause.size:
+            yield Emit(pause)
+        parts.append((yield from streamed_generation(SemanticSource(on_end=next_run(i)), voice, options, rngs[i],
+                                                     progress)))
     return join(parts, pause)

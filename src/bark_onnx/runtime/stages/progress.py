@@ -21,6 +21,12 @@ class Progress:
         if self.enabled:
             self._bar = tqdm(total=total, desc=stage, unit=unit, leave=False)
 
+    def total(self, n: int | None) -> None:
+        """The bar's total, once known (a stream's coarse stage learns it when its semantic run ends)."""
+        if self._bar is not None and n is not None and self._bar.total != n:
+            self._bar.total = n
+            self._bar.refresh()
+
     def update(self, n: int = 1) -> None:
         if self._bar is not None:
             self._bar.update(n)

@@ -48,22 +48,27 @@ def duration_for_tokens(n_tokens: int) -> float:
     return (n_tokens - 0.5) / SEMANTIC_RATE_HZ
 
 
-def semantic_loop(text_tokens: np.ndarray, history: np.ndarray, opts: SemanticOptions,
-                  rng: np.random.Generator | None, progress: Progress | None = None):
-    """Work items in, semantic tokens (n,) int64 out: text_tokens (256,) and history (256,).
-
-    One decoding run: the prefill, then a token per step until EOS is drawn, P(EOS) reaches
-    min_eos_p (the token drawn then is dropped, as Bark drops it) or max_gen_duration_s is used up.
-    """
+def semantic_run(text_tokens: np.ndarray, history: np.ndarray, opts: SemanticOptions,
+                 rng: np.random.Generator | None, progress: Progress | None = None) -> Generate:
+    """The semantic stage as one decoding run: text_tokens (256,) and history (256,) prefilled, then a
+    token per step until EOS is drawn, P(EOS) reaches min_eos_p (the token drawn then is dropped,
+    as Bark drops it) or max_gen_duration_s is used up."""
     max_tokens = max_semantic_tokens(opts.max_gen_duration_s)
     band = 0 if opts.allow_early_stop else 1  # the 10 000 semantic tokens, with EOS (column 10 000) or without
-    progress = progress or Progress.off()
-    progress.start("semantic", max_tokens, "tok")
-    tokens = yield Generate(
+    return Generate(
         "semantic", np.append(text_tokens, SEMANTIC_INFER_TOKEN), max_tokens, opts.temperature,
         uniforms(rng, max_tokens, opts.temperature), np.full(max_tokens, band),
         merge=history, top_k=opts.top_k, top_p=opts.top_p, eos=EOS if opts.allow_early_stop else None,
-        min_eos_p=opts.min_eos_p if opts.allow_early_stop else None, progress=progress.reporter())
+        min_eos_p=opts.min_eos_p if opts.allow_early_stop else None,
+        progress=progress.reporter() if progress is not None else None)
+
+
+def semantic_loop(text_tokens: np.ndarray, history: np.ndarray, opts: SemanticOptions,
+                  rng: np.random.Generator | None, progress: Progress | None = None):
+    """Work items in, semantic tokens (n,) int64 out (see semantic_run)."""
+    progress = progress or Progress.off()
+    progress.start("semantic", max_semantic_tokens(opts.max_gen_duration_s), "tok")
+    tokens = yield semantic_run(text_tokens, history, opts, rng, progress)
     progress.close()
     yield Release("semantic")
     return tokens

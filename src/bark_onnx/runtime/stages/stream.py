@@ -1,9 +1,12 @@
-"""Streaming: audio chunks as soon as they can be decoded, long before the coarse stage ends.
+"""Streaming: audio chunks as soon as they can be decoded, long before the stages end.
 
-The semantic stage runs first; then after every coarse window, whenever
-enough new coarse frames exist, the fine stage (`ChunkedFine`) and the codec
-(`ChunkedCodec`) run on that chunk and the audio goes out. Chunks start small
-(fast first audio) and double up to MAX_CHUNK frames (less recomputation).
+The semantic stage runs in the background (a spawned run) and the coarse
+windows start as soon as the semantic tokens they read exist (coarse.py's
+SemanticSource), so first audio does not wait for the whole semantic stage;
+after every coarse window, whenever enough new coarse frames exist, the fine
+stage (`ChunkedFine`) and the codec (`ChunkedCodec`) run on that chunk and the
+audio goes out. Chunks start small (fast first audio) and double up to
+MAX_CHUNK frames (less recomputation).
 
 Semantic and coarse tokens are those of one-shot generation for the same
 seed (each stage has its own random stream). Fine codes differ where a chunk
@@ -18,40 +21,46 @@ from typing import Iterator
 import numpy as np
 
 from ..options import GenerationOptions
-from .coarse import coarse_loop
+from .coarse import SemanticSource, coarse_loop
 from .codec import ChunkedCodec
 from .fine import FINE_RIGHT, ChunkedFine
 from .progress import Progress
 from .work import Emit
 
-FIRST_CHUNK = 30  # frames (0.4 s) in the first chunk; later chunks double up to MAX_CHUNK
+# The first chunk: 14 frames (0.19 s) finalized with 16 frames of right context, so that it goes out
+# after the first coarse window (30 frames); later chunks keep FINE_RIGHT (32) and double from 28 frames
+# up to MAX_CHUNK. Only the first chunk's fine codes see less right context than later chunks'.
+FIRST_CHUNK, FIRST_RIGHT = 14, 16
 MAX_CHUNK = 240
 
 
-def chunk_schedule(first: int = FIRST_CHUNK, largest: int = MAX_CHUNK) -> Iterator[int]:
-    """Frames per chunk: small first, then doubling."""
-    size = first
+def chunk_schedule(first: int = FIRST_CHUNK, largest: int = MAX_CHUNK) -> Iterator[tuple[int, int]]:
+    """(frames, frames of right context) per chunk: small first, then doubling."""
+    yield first, FIRST_RIGHT
+    size = 2 * first
     while True:
-        yield size
+        yield size, FINE_RIGHT
         size = min(largest, size * 2)
 
 
-def streamed_audio(semantic: np.ndarray, voice: dict | None, options: GenerationOptions, rngs: list,
-                   progress: Progress | None = None):
-    """Work items and Emit(chunk) items in; (coarse, fine, audio) of the whole stream out."""
+def streamed_audio(semantic: np.ndarray | SemanticSource, voice: dict | None, options: GenerationOptions,
+                   rngs: list, progress: Progress | None = None):
+    """Work items and Emit(chunk) items in; (coarse, fine, audio) of the whole stream out. `semantic`:
+    the tokens, or a source of those a background run is still making."""
     fine = ChunkedFine(voice, options.fine.temperature, rngs[2])
     codec = ChunkedCodec()
     sizes = chunk_schedule()
-    state = {"target": next(sizes)}
+    state = {"next": next(sizes)}
     pieces: list[np.ndarray] = []
 
     def after_window(coarse: np.ndarray, last: bool):
-        if not last and coarse.shape[1] - fine.final < state["target"] + FINE_RIGHT:
+        target, right = state["next"]
+        if not last and coarse.shape[1] - fine.final < target + right:
             return
-        codes = yield from fine.extend(coarse, last)
+        codes = yield from fine.extend(coarse, last, right)
         audio = yield from codec.extend(codes, last)
         if not last:
-            state["target"] = next(sizes)
+            state["next"] = next(sizes)
         if audio.size:
             pieces.append(audio)
             yield Emit(audio)

@@ -10,6 +10,9 @@ concurrent ones, and the loop never touches a session or a cache itself.
                          it shares with the row's previous prompt are kept, not recomputed), then one
                          token per step, each fed back, until a stop rule or `max_new`. The request's own
                          code does not run in between: its stop rules are data the engine checks in bulk
+    Spawn(Generate)      None, at once: the run goes on in the background (a stream's semantic stage
+                         while its coarse windows start)
+    Await(stage, n)      (tokens so far, ended): once the background run of `stage` has n tokens or ended
     Release(stage)       None; the request's cache row of that stage is free again
     FinePass(codes, i)   tokens (W,) of codebook i drawn for a window of codes (W, 8)
     Decode(codes)        audio (T * 320,) float32 for codes (8, T)
@@ -47,6 +50,17 @@ class Generate:
     eos: int | None = None  # a token id that ends the run
     min_eos_p: float | None = None
     progress: Callable[[int], None] | None = None  # told the tokens drawn so far, now and then
+
+
+@dataclass
+class Spawn:
+    run: Generate
+
+
+@dataclass
+class Await:
+    stage: str
+    n: int  # tokens wanted
 
 
 @dataclass
