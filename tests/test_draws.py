@@ -7,10 +7,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bark_onnx import Bark, CancelledError, Request
+from bark_onnx import Bark, CancelledError, InputError, Request
 from bark_onnx.kernels.sampling import draw_rows, sample, uniforms
 from bark_onnx.runtime.engine.core import Engine
 from bark_onnx.runtime.engine.decoder import Draw, Out
+from bark_onnx.runtime.engine.executor import CODEC_BATCH_FRAMES
 from bark_onnx.runtime.engine.runs import Runs
 from bark_onnx.runtime.engine.scheduler import Scheduler
 from bark_onnx.runtime.stages.semantic import EOS, semantic_history
@@ -150,3 +151,73 @@ def test_cancel_in_the_middle_of_a_batched_run(tiny_engine):
         for field in ("semantic", "coarse", "fine", "audio"):
             np.testing.assert_array_equal(getattr(jobs[i].result(0), field), getattr(alone[i], field))
     assert tiny_engine.stats()["rows_in_use"] == 0
+
+
+class _Calls:
+    """A session that records the batch size of each call."""
+
+    def __init__(self, session):
+        self.session, self.batches = session, []
+
+    def run(self, names, feed):
+        self.batches.append(len(feed["codes"]))
+        return self.session.run(names, feed)
+
+
+def _spied(tts):
+    executor = tts.engine.executor
+    executor.fine, executor.codec = _Calls(executor.fine), _Calls(executor.codec)
+    return executor
+
+
+def test_fine_windows_and_codec_chunks_batched_at_a_fixed_shape(model_dirs):
+    """fine_batch and codec_batch 3: fine passes and decodes of one shape share calls, always of 3 rows;
+    each request's tokens and audio equal its run alone, and its fine tokens equal one-call-a-window runs."""
+    same = dict(allow_early_stop=False, max_gen_duration_s=0.8)  # one length: windows of one shape
+    requests = [Request.make("one two three", voice, seed=seed, **same)
+                for voice, seed in ((None, 0), ("announcer", 1), (None, 2), ("v2/en_speaker_0", 3), (None, 4))]
+    requests.append(Request.make("a stream beside them", seed=5, stream=True, **same))
+    plain = Bark.load(model_dirs["suno-tiny"], max_batch=8, fine_batch=1, codec_batch=1)
+    tts = Bark.load(model_dirs["suno-tiny"], max_batch=8, fine_batch=3, codec_batch=3)
+    try:
+        batched, one_a_call = _spied(tts), _spied(plain)
+        alone = [tts.submit(r).result(timeout=300) for r in requests]
+        assert set(batched.fine.batches) == {3} and set(batched.codec.batches) == {3}  # alone: padded
+        jobs = [plain.submit(r) for r in requests]
+        separate = [job.result(timeout=300) for job in jobs]
+        batched.fine.batches.clear()
+        jobs = [tts.submit(r) for r in requests]
+        together = [job.result(timeout=300) for job in jobs]
+        for a, b, c in zip(alone, together, separate):
+            for field in ("semantic", "coarse", "fine", "audio"):
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+            np.testing.assert_array_equal(a.fine, c.fine)  # a fine row's arithmetic is its own on the CPU
+            np.testing.assert_allclose(a.audio, c.audio, atol=1e-5)
+        assert set(one_a_call.fine.batches) == {1} and set(one_a_call.codec.batches) == {1}
+        assert set(batched.fine.batches) == {3}
+        assert len(batched.fine.batches) < len(one_a_call.fine.batches)  # some windows did share calls
+    finally:
+        tts.close()
+        plain.close()
+
+
+def test_batches_must_be_positive_integers(model_dirs):
+    for bad in (dict(fine_batch=0), dict(codec_batch=-1), dict(codec_batch=2.0), dict(fine_batch=True)):
+        with pytest.raises(InputError, match=next(iter(bad))):
+            Bark.load(model_dirs["suno-tiny"], **bad)
+
+
+def test_a_long_decode_runs_alone_and_unpadded(model_dirs):
+    """A one-shot request's whole decode (longer than a stream's chunk) neither shares nor pads a call;
+    a stream's chunks do, by default."""
+    tts = Bark.load(model_dirs["suno-tiny"])
+    try:
+        executor = _spied(tts)
+        frames = CODEC_BATCH_FRAMES + 40
+        kw = dict(allow_early_stop=False, max_gen_duration_s=frames / 75, seed=1)
+        assert tts.generate("a long one", **kw).size > CODEC_BATCH_FRAMES * 320
+        assert executor.codec.batches == [1]
+        tts.stream("a long one", **kw).result(timeout=300)
+        assert len(executor.codec.batches) > 2 and set(executor.codec.batches[1:]) == {executor.codec_batch} != {1}
+    finally:
+        tts.close()

@@ -60,6 +60,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--semantic-tokens", type=int, default=650, help="tokens per text_to_semantic request")
     p.add_argument("--threads", type=int, help="threads (default: all cores)")
     p.add_argument("--providers", help="ONNX Runtime providers, e.g. cuda,cpu")
+    p.add_argument("--fine-batch", type=int, help="fine windows per call (default: 4 on a GPU, 1 on the CPU)")
+    p.add_argument("--codec-batch", type=int, help="stream codec chunks per call (default 4)")
     p.add_argument("--out", help="folder for concurrency.json and concurrency.md")
     p.add_argument("--cache", help="where the random checkpoints and exports are kept")
     p.set_defaults(func=cmd_concurrency)
@@ -295,9 +297,14 @@ def cmd_concurrency(args) -> int:
     if not levels or min(levels) < 1:
         print("bark-onnx: --levels takes positive integers, e.g. 1,2,4,8", file=sys.stderr)
         return 2
+    batches = {name: value for name, value in (("fine_batch", args.fine_batch), ("codec_batch", args.codec_batch))
+               if value is not None}
+    if any(value < 1 for value in batches.values()):
+        print("bark-onnx: --fine-batch and --codec-batch take positive integers, e.g. 4", file=sys.stderr)
+        return 2
     run(args.size, [p.strip() for p in args.precisions.split(",") if p.strip()], levels, args.tokens,
         args.semantic_tokens, args.threads, Path(args.out) if args.out else None,
-        Path(args.cache) if args.cache else None, provider_names(args.providers))
+        Path(args.cache) if args.cache else None, provider_names(args.providers), batches)
     return 0
 
 

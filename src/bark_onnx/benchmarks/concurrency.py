@@ -76,14 +76,16 @@ def _same(a, b) -> bool:
 
 
 def measure(model_dir: Path, levels=LEVELS, tokens: int = 200, semantic_tokens: int = 650,
-            threads: int | None = None, providers=None) -> dict:
+            threads: int | None = None, providers=None, batches: dict | None = None) -> dict:
     from bark_onnx import Bark
 
     top = max(levels)
-    tts = Bark.load(model_dir, providers=providers, threads=threads, max_batch=top)
+    tts = Bark.load(model_dir, providers=providers, threads=threads, max_batch=top, **(batches or {}))
     _generate(tts, _requests(1, 20), False)  # warm-up of every stage
     _semantic(tts, _requests(2, semantic_tokens), True)
-    out = {"levels": list(levels), "tokens": tokens, "semantic": {}, "generation": {}}
+    out = {"levels": list(levels), "tokens": tokens, "fine_batch": tts.engine.executor.fine_batch,
+           "codec_batch": tts.engine.executor.codec_batch,
+           "semantic": {}, "generation": {}}
 
     sem_requests = _requests(top, semantic_tokens)
     seq, seq_s = _semantic(tts, sem_requests, False)
@@ -112,13 +114,14 @@ def measure(model_dir: Path, levels=LEVELS, tokens: int = 200, semantic_tokens: 
     return out
 
 
-def _peak(model_dir: Path, n: int, tokens: int, threads: int | None, providers=None) -> float:
+def _peak(model_dir: Path, n: int, tokens: int, threads: int | None, providers=None,
+          batches: dict | None = None) -> float:
     """VmHWM of a process that loads the model and runs `n` requests at once (run it in a fresh one)."""
     from bark_onnx import Bark
 
     from .worker import _peak_rss_mb
 
-    tts = Bark.load(model_dir, providers=providers, threads=threads, max_batch=max(n, 1))
+    tts = Bark.load(model_dir, providers=providers, threads=threads, max_batch=max(n, 1), **(batches or {}))
     _generate(tts, _requests(n, tokens), True)
     return _peak_rss_mb()
 
@@ -147,7 +150,8 @@ def table(results: dict) -> str:
         for n, s in r["semantic"].items():
             lines.append(f"| {n} | {s['tokens_per_s']:.1f} | {s['sequential_tokens_per_s']:.1f} | "
                          f"{s['speedup']:.2f}x | {s['equal']} |")
-        lines.append(f"\n### {backend}: whole streamed generations, {r['tokens']} semantic tokens each\n")
+        lines.append(f"\n### {backend}: whole streamed generations, {r['tokens']} semantic tokens each "
+                     f"(fine windows {r.get('fine_batch', 1)}, codec chunks {r.get('codec_batch', 1)} a call)\n")
         lines.append("| concurrent | audio s / s | one after another | speedup | first audio p50 / p95 s | "
                      "equal to sequential |")
         lines.append("|---|---|---|---|---|---|")
@@ -162,7 +166,9 @@ def table(results: dict) -> str:
 
 
 def run(size: str, precisions: list[str], levels=LEVELS, tokens: int = 200, semantic_tokens: int = 650,
-        threads: int | None = None, out: Path | None = None, cache: Path | None = None, providers=None) -> dict:
+        threads: int | None = None, out: Path | None = None, cache: Path | None = None, providers=None,
+        batches: dict | None = None) -> dict:
+    """batches: Bark.load's fine_batch / codec_batch (default: the model's own defaults)."""
     from .prepare import prepare
 
     paths = prepare(size, precisions, cache, progress=True)
@@ -170,10 +176,13 @@ def run(size: str, precisions: list[str], levels=LEVELS, tokens: int = 200, sema
     for precision in precisions:
         model_dir = paths[f"onnx-{precision}"]
         print(f"onnx-{precision}: concurrency levels {list(levels)}", file=sys.stderr, flush=True)
-        r = in_fresh_process("measure", model_dir, tuple(levels), tokens, semantic_tokens, threads, providers)
+        r = in_fresh_process("measure", model_dir, tuple(levels), tokens, semantic_tokens, threads, providers,
+                             batches)
         r["semantic_tokens"] = semantic_tokens
-        r["memory"] = {"one": in_fresh_process("_peak", model_dir, 1, tokens, threads, providers), "n": max(levels),
-                       "many": in_fresh_process("_peak", model_dir, max(levels), tokens, threads, providers)}
+        r["memory"] = {"one": in_fresh_process("_peak", model_dir, 1, tokens, threads, providers, batches),
+                       "n": max(levels),
+                       "many": in_fresh_process("_peak", model_dir, max(levels), tokens, threads, providers,
+                                                batches)}
         results[f"onnx-{precision}"] = r
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ import numpy as np
 from .constants import SAMPLE_RATE
 from .engine.core import Engine
 from .engine.decoder import CausalDecoder
-from .engine.executor import Executor
+from .engine.executor import WINDOW_BATCH, Executor
 from .engine.job import Job
 from .engine.scheduler import DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, Scheduler
 from .errors import BarkOnnxError, InputError, ModelDirError
@@ -72,7 +72,8 @@ class Bark:
     sample_rate = SAMPLE_RATE
 
     def __init__(self, model_dir: Path, config: ModelConfig, placement: Placement, max_batch: int = DEFAULT_MAX_BATCH,
-                 max_queue: int = DEFAULT_MAX_QUEUE, offline: bool = False, cuda_graph: bool | None = None):
+                 max_queue: int = DEFAULT_MAX_QUEUE, offline: bool = False, cuda_graph: bool | None = None,
+                 fine_batch: int | None = None, codec_batch: int | None = None):
         scheduler = Scheduler(max_batch, max_queue)  # checks both limits
         self.model_dir = model_dir
         self.config = config
@@ -86,7 +87,12 @@ class Bark:
         self.decoders = {s: CausalDecoder(self.sessions[s], config.graphs[s], getattr(config, s), config.kv_cache,
                                           placement, max_rows=scheduler.max_batch, step_session=steps.get(s))
                          for s in ("semantic", "coarse")}
-        self.engine = Engine(Executor(self.decoders, self.sessions["fine"], self.sessions["codec"]), scheduler)
+        if fine_batch is None:
+            fine_batch = min(WINDOW_BATCH, scheduler.max_batch) if placement.on_gpu else 1
+        if codec_batch is None:
+            codec_batch = min(WINDOW_BATCH, scheduler.max_batch)
+        self.engine = Engine(Executor(self.decoders, self.sessions["fine"], self.sessions["codec"], fine_batch,
+                                      codec_batch), scheduler)
         self.text = TextEncoder(model_dir / config.tokenizer)
         self.voices = VoiceLibrary(model_dir / VOICES_DIR, use_hub=not is_offline(offline))
 
@@ -110,7 +116,8 @@ class Bark:
 
     @classmethod
     def load(cls, model: str | Path, providers=None, threads: int | None = None, *, max_batch: int = DEFAULT_MAX_BATCH,
-             max_queue: int = DEFAULT_MAX_QUEUE, offline: bool = False, cuda_graph: bool | None = None) -> Bark:
+             max_queue: int = DEFAULT_MAX_QUEUE, offline: bool = False, cuda_graph: bool | None = None,
+             fine_batch: int | None = None, codec_batch: int | None = None) -> Bark:
         """Load a model directory made by `bark-onnx export`, or one from the Hugging Face hub ("org/name").
 
         providers: None (CUDA where it starts, then the CPU), or names such as ["cuda", "cpu"]
@@ -118,12 +125,15 @@ class Bark:
         process may use). max_batch: requests generated together; max_queue: requests waiting
         beyond those (more raise QueueFullError). offline: never look anything up on the network.
         cuda_graph: run the decoding steps through the step-only graphs, captured once as CUDA
-        graphs (default: on a GPU, when the model has them).
+        graphs (default: on a GPU, when the model has them). fine_batch, codec_batch: fine windows
+        and stream codec chunks of concurrent requests that run as one call, always padded to this
+        many rows, so a request's audio does not depend on its neighbours (default: fine 4 on a GPU
+        and 1 on the CPU, where padding costs a lone request; codec 4; both at most max_batch).
         """
         model_dir = resolve_model_dir(model, offline)
         config = ModelConfig.load(model_dir)
         placement = make_placement(providers, threads)
-        tts = cls(model_dir, config, placement, max_batch, max_queue, offline, cuda_graph)
+        tts = cls(model_dir, config, placement, max_batch, max_queue, offline, cuda_graph, fine_batch, codec_batch)
         logger.info("bark-onnx: %s graphs on %s (%d threads)", config.precision,
                     ", ".join(p.replace("ExecutionProvider", "") for p in tts.active_providers()), placement.threads)
         return tts

@@ -6,14 +6,26 @@
                      step advances every running row of the stage
     Spawn(Generate)  the same, in the background: the request goes on, and its Await(stage, n)
                      is answered once the run has n tokens or has ended
-    FinePass         one call per request: a codebook of a fine window, drawn in the graph
-    Decode           one call per request
+    FinePass         a codebook of a fine window, drawn in the graph
+    Decode           a chunk of codes to audio
+                     both: the items of one shape (window length and codebook, or frames) go
+                     fine_batch (codec_batch) at a time in one call, padded to that many rows
+                     (1: one call per request; see below)
 
 A request's tokens and audio must not depend on which others ran beside it. A step's rows are
 exact because a row's arithmetic is its own (on a GPU steps always run every row, so their
 shape never changes; see decoder.py); on the CPU a prefill's rows are too (each matrix row is
 summed in the same order whatever the batch), but on a GPU kernels are picked by shape, so
-there prefills run one request a call. Fine windows and convolutions run one request a call.
+there prefills run one request a call. Fine windows and codec chunks run at a fixed batch, the
+unused rows padded, so a row sees the same shapes alone or among others (the codec's
+convolutions round differently at another batch size, by ~1e-7, even on the CPU).
+
+Measured on the CPU (bark-small int8, 8 concurrent streams, benchmarks/README.md): codec chunks
+4 a call give 17 % more audio per second and cost a lone request nothing; fine windows padded to
+4 cost a lone request twice its fine time, and batched unpadded they gain nothing, so there they
+run one a call. On a GPU both run 4 a call (not yet measured). A decode longer than a stream's
+chunk (a one-shot request's whole audio) runs alone: four times its activations would raise the
+peak memory, and a long call gains nothing from company.
 
 Only the engine's thread calls this; it is the one place sessions run.
 """
@@ -27,6 +39,7 @@ import onnxruntime as ort
 
 from bark_onnx.kernels.sampling import as_float32_uniform, graph_temperature
 
+from ..errors import InputError
 from ..stages.work import Await, Decode, FinePass, Generate, Spawn
 from .decoder import CausalDecoder, Draw
 from .runs import Runs
@@ -34,10 +47,18 @@ from .scheduler import RequestState
 
 logger = logging.getLogger(__name__)
 
+WINDOW_BATCH = 4  # fine windows (on a GPU) and codec chunks per call, see above
+CODEC_BATCH_FRAMES = 320  # decodes of up to this many frames share calls (a stream's chunks are shorter)
+
 
 class Executor:
-    def __init__(self, decoders: dict[str, CausalDecoder], fine: ort.InferenceSession, codec: ort.InferenceSession):
+    def __init__(self, decoders: dict[str, CausalDecoder], fine: ort.InferenceSession, codec: ort.InferenceSession,
+                 fine_batch: int = 1, codec_batch: int = 1):
+        for name, value in (("fine_batch", fine_batch), ("codec_batch", codec_batch)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"{name} must be an integer >= 1, got {value!r}")
         self.decoders, self.fine, self.codec = decoders, fine, codec
+        self.fine_batch, self.codec_batch = fine_batch, codec_batch
         self.runs = {stage: Runs(decoder) for stage, decoder in decoders.items()}
 
     def rows_in_use(self) -> int:
@@ -59,10 +80,15 @@ class Executor:
         error) pairs of graph calls that failed (their requests only)."""
         failures = []
         prefills: dict[tuple, list[RequestState]] = {}
+        windows: dict[tuple, list[RequestState]] = {}
         for state in new:
-            run = _run_of(state.pending)
+            item = state.pending
+            run = _run_of(item)
             if run is not None:  # prompts of one length go in one call (the decoder decides)
                 prefills.setdefault((run.stage, len(run.ids)), []).append(state)
+                continue
+            if isinstance(item, (FinePass, Decode)) and self._batch_of(item) > 1:
+                windows.setdefault(_window_shape(item), []).append(state)
                 continue
             try:
                 self._start(state)
@@ -75,6 +101,16 @@ class Executor:
             except Exception as err:
                 logger.exception("a %s prefill failed for %d request(s)", stage, len(states))
                 failures += [(state, err) for state in states]
+        for states in windows.values():
+            size = self._batch_of(states[0].pending)
+            for at in range(0, len(states), size):
+                group = states[at: at + size]
+                try:
+                    self._windows(group)
+                except Exception as err:
+                    logger.exception("a batched %s call failed for %d request(s)", type(group[0].pending).__name__,
+                                     len(group))
+                    failures += [(state, err) for state in group]
         for stage, runs in self.runs.items():
             rows = runs.stepping()
             if not rows.size:
@@ -129,16 +165,32 @@ class Executor:
                 self._answer(state, (runs.tokens_of(row), False))
             else:  # until it has them, the run steps whatever the pacing
                 runs.wake_at[row], runs.paused[row] = item.n, False
-        elif isinstance(item, FinePass):
-            feed = {"codes": item.codes[None], "pred_idx": np.array(item.pred_idx, np.int64),
-                    "temperature": np.array([graph_temperature(item.temperature)]),
-                    "uniform": as_float32_uniform(item.uniforms)[None]}
-            self._answer(state, self.fine.run(["tokens"], feed)[0][0])  # (W,)
-        elif isinstance(item, Decode):
-            audio = self.codec.run(None, {"codes": item.codes[None]})[0][0]  # (8, T) -> (T * 320,)
-            self._answer(state, np.ascontiguousarray(audio, dtype=np.float32))
+        elif isinstance(item, (FinePass, Decode)):
+            self._windows([state])
         else:
             raise TypeError(f"unknown work item {type(item).__name__}")
+
+    def _batch_of(self, item: FinePass | Decode) -> int:
+        """The rows of every call that runs this item (1: it runs alone, unpadded)."""
+        if isinstance(item, FinePass):
+            return self.fine_batch
+        return self.codec_batch if item.codes.shape[1] <= CODEC_BATCH_FRAMES else 1
+
+    def _windows(self, states: list[RequestState]) -> None:
+        """Fine passes of one shape, or decodes of one shape, in one call of the item's batch
+        rows: the rows after the given ones repeat the first (their results unused)."""
+        items = [state.pending for state in states]
+        rows = items + [items[0]] * (self._batch_of(items[0]) - len(items))
+        if isinstance(items[0], FinePass):
+            feed = {"codes": np.stack([i.codes for i in rows]), "pred_idx": np.array(items[0].pred_idx, np.int64),
+                    "temperature": np.array([graph_temperature(i.temperature) for i in rows], np.float32),
+                    "uniform": np.stack([as_float32_uniform(i.uniforms) for i in rows])}
+            out = self.fine.run(["tokens"], feed)[0]  # (B, W)
+        else:
+            audio = self.codec.run(None, {"codes": np.stack([i.codes for i in rows])})[0]  # (B, T * 320)
+            out = np.ascontiguousarray(audio, dtype=np.float32)
+        for i, state in enumerate(states):
+            self._answer(state, out[i].copy())
 
     def _deliver(self, stage: str, finished) -> None:
         """Runs that ended: their tokens to the request that waits for them, or kept for its Await."""
@@ -159,6 +211,13 @@ class Executor:
     @staticmethod
     def _answer(state: RequestState, reply) -> None:
         state.reply, state.pending = reply, None
+
+
+def _window_shape(item: FinePass | Decode) -> tuple:
+    """Items that may share a call: fine passes of one window length and codebook, decodes of one length."""
+    if isinstance(item, FinePass):
+        return ("fine", item.codes.shape, item.pred_idx)
+    return ("codec", item.codes.shape)
 
 
 def _run_of(item) -> Generate | None:
