@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from bark_onnx.runtime.commands import Parser
+from bark_onnx.runtime.commands import Parser, count_type, threads_type
 from bark_onnx.runtime.files import write_atomic
 from bark_onnx.runtime.sessions.providers import provider_names
 
@@ -34,9 +34,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--backends", default=ALL_BACKENDS, help=f"comma-separated (default {ALL_BACKENDS})")
     p.add_argument("--stages", default="semantic,coarse,fine,codec,segment,first_audio,semantic_b1,semantic_b8",
                    help="first_audio (streaming) and semantic_b1/_b8 (batching) run on ONNX backends only")
-    p.add_argument("--rounds", type=int, default=3, help="timed rounds per stage, after a warm-up")
-    p.add_argument("--segment-rounds", type=int, default=2, help="timed rounds of the whole segment")
-    p.add_argument("--threads", type=int, help="threads per backend (default: all cores)")
+    p.add_argument("--rounds", type=count_type, default=3, help="timed rounds per stage, after a warm-up")
+    p.add_argument("--segment-rounds", type=count_type, default=2, help="timed rounds of the whole segment")
+    p.add_argument("--threads", type=threads_type, help="threads per backend (default: all cores)")
     p.add_argument("--providers", help="ONNX Runtime providers for the onnx backends, e.g. cuda,cpu")
     p.add_argument("--torch-device", choices=("cpu", "cuda"), default="cpu",
                    help="where the reference and transformers run: cpu (fp32) or cuda (fp16, as on a GPU)")
@@ -48,7 +48,7 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("fastpath", help="time the coarse window prefill and step of each fast-path variant")
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
-    p.add_argument("--threads", type=int, help="threads (default: all cores)")
+    p.add_argument("--threads", type=threads_type, help="threads (default: all cores)")
     p.add_argument("--out", help="also write the rows as JSON here")
     p.set_defaults(func=cmd_fastpath)
 
@@ -56,25 +56,25 @@ def add_parsers(sub) -> None:
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
     p.add_argument("--precisions", default="fp32,int8", help="comma-separated (default fp32,int8)")
     p.add_argument("--levels", default="1,2,4,8", help="concurrent requests to measure (default 1,2,4,8)")
-    p.add_argument("--tokens", type=int, default=200, help="semantic tokens per generation (200: 6 s of audio)")
-    p.add_argument("--semantic-tokens", type=int, default=650, help="tokens per text_to_semantic request")
-    p.add_argument("--threads", type=int, help="threads (default: all cores)")
+    p.add_argument("--tokens", type=count_type, default=200, help="semantic tokens per generation (200: 6 s of audio)")
+    p.add_argument("--semantic-tokens", type=count_type, default=650, help="tokens per text_to_semantic request")
+    p.add_argument("--threads", type=threads_type, help="threads (default: all cores)")
     p.add_argument("--providers", help="ONNX Runtime providers, e.g. cuda,cpu")
-    p.add_argument("--fine-batch", type=int, help="fine windows per call (default: 4 on a GPU, 1 on the CPU)")
-    p.add_argument("--codec-batch", type=int, help="stream codec chunks per call (default 4)")
+    p.add_argument("--fine-batch", type=count_type, help="fine windows per call (default: 4 on a GPU, 1 on the CPU)")
+    p.add_argument("--codec-batch", type=count_type, help="stream codec chunks per call (default: 4 on a GPU, 1 on the CPU)")
     p.add_argument("--out", help="folder for concurrency.json and concurrency.md")
     p.add_argument("--cache", help="where the random checkpoints and exports are kept")
     p.set_defaults(func=cmd_concurrency)
 
     p = sub.add_parser("host", help="what each row's token costs the host: 1, 8 and 32 requests on the small test model")
     p.add_argument("--levels", default="1,8,32", help="requests at once (default 1,8,32)")
-    p.add_argument("--tokens", type=int, default=200, help="semantic tokens per request (default 200)")
-    p.add_argument("--rounds", type=int, default=5, help="timed rounds per level, after a warm-up")
+    p.add_argument("--tokens", type=count_type, default=200, help="semantic tokens per request (default 200)")
+    p.add_argument("--rounds", type=count_type, default=5, help="timed rounds per level, after a warm-up")
     p.add_argument("--draws", default="graph,host", help="where tokens are drawn: graph, host or both (default both)")
     p.add_argument("--edges", action="store_true",
                    help="also count the draws where the graph and Bark's float64 rule differ on a long run")
     p.add_argument("--size", choices=("tiny", "small", "large"), default="tiny", help="model shapes (default tiny)")
-    p.add_argument("--threads", type=int, help="threads (default: all cores)")
+    p.add_argument("--threads", type=threads_type, help="threads (default: all cores)")
     p.add_argument("--cache", help="where the random checkpoints and exports are kept (shared with stages)")
     p.add_argument("--out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_host)
@@ -83,10 +83,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8", "int4"), default="int8")
     p.add_argument("--voices", default="v2/en_speaker_6,none", help="comma-separated presets, 'none' for no voice")
-    p.add_argument("--rounds", type=int, default=3, help="timed rounds, after a warm-up")
+    p.add_argument("--rounds", type=count_type, default=3, help="timed rounds, after a warm-up")
     p.add_argument("--pacing", choices=("first-audio", "free", "both"), default="first-audio",
                    help="the engine's pacing of a stream's semantic run until its first audio")
-    p.add_argument("--threads", type=int, help="threads (default: all cores)")
+    p.add_argument("--threads", type=threads_type, help="threads (default: all cores)")
     p.add_argument("--providers", help="ONNX Runtime providers, e.g. cuda,cpu")
     p.add_argument("--cache", help="where the random checkpoints and exports are kept (shared with stages)")
     p.add_argument("--out", help="also write the figures as JSON here")
@@ -94,8 +94,8 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("int8", help="time the coarse graph's two int8 forms (activations per tensor or per row)")
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
-    p.add_argument("--threads", type=int, help="threads (default: all cores)")
-    p.add_argument("--rounds", type=int, default=5, help="alternating timed rounds, after a warm-up")
+    p.add_argument("--threads", type=threads_type, help="threads (default: all cores)")
+    p.add_argument("--rounds", type=count_type, default=5, help="alternating timed rounds, after a warm-up")
     p.add_argument("--cache", help="where the random checkpoints are kept (shared with bench)")
     p.add_argument("--out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_int8)
@@ -103,9 +103,9 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("footprint", help="MB on disk per graph and peak memory of one 13 s generation")
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
     p.add_argument("--precisions", default="int8", help="comma-separated: fp32, fp16, int8, int4 (default int8)")
-    p.add_argument("--threads", type=int, help="threads (default: all cores)")
+    p.add_argument("--threads", type=threads_type, help="threads (default: all cores)")
     p.add_argument("--cache", help="where the random checkpoints and exports are kept (shared with bench)")
-    p.add_argument("--generations", type=int, default=1, help="segments generated one after the other")
+    p.add_argument("--generations", type=count_type, default=1, help="segments generated one after the other")
     p.add_argument("--out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_footprint)
 
@@ -113,8 +113,8 @@ def add_parsers(sub) -> None:
     p.add_argument("model_a", help="model directory A (e.g. the export before a change)")
     p.add_argument("model_b", help="model directory B; the ratios printed are B / A")
     p.add_argument("--stages", default="semantic,coarse,fine,codec", help="comma-separated, of " + ",".join(AB_STAGES))
-    p.add_argument("--rounds", type=int, default=5, help="alternating timed rounds, after a warm-up")
-    p.add_argument("--threads", type=int, help="threads per model (default: all cores)")
+    p.add_argument("--rounds", type=count_type, default=5, help="alternating timed rounds, after a warm-up")
+    p.add_argument("--threads", type=threads_type, help="threads per model (default: all cores)")
     p.add_argument("--providers", help="ONNX Runtime providers, e.g. cuda,cpu")
     p.add_argument("--out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_ab)
@@ -136,7 +136,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--url", help="or load a running server, e.g. http://127.0.0.1:8000")
     p.add_argument("--max-batch", type=int, default=8, help="the started server's --max-batch")
     p.add_argument("--max-queue", type=int, default=64, help="the started server's --max-queue")
-    p.add_argument("--threads", type=int, help="the started server's --threads")
+    p.add_argument("--threads", type=threads_type, help="the started server's --threads")
     p.add_argument("--replicas", type=int, help="start `bark-onnx serve --ray` with this many replicas (with --url: "
                                                 "how many the server has); the loads scale with them")
     p.add_argument("--requests", type=int, default=32, help="requests at each concurrency (1x, 2x)")
@@ -299,9 +299,6 @@ def cmd_concurrency(args) -> int:
         return 2
     batches = {name: value for name, value in (("fine_batch", args.fine_batch), ("codec_batch", args.codec_batch))
                if value is not None}
-    if any(value < 1 for value in batches.values()):
-        print("bark-onnx: --fine-batch and --codec-batch take positive integers, e.g. 4", file=sys.stderr)
-        return 2
     run(args.size, [p.strip() for p in args.precisions.split(",") if p.strip()], levels, args.tokens,
         args.semantic_tokens, args.threads, Path(args.out) if args.out else None,
         Path(args.cache) if args.cache else None, provider_names(args.providers), batches)
@@ -324,9 +321,8 @@ def cmd_host(args) -> int:
     except ValueError:
         levels = ()
     draws = tuple(d.strip() for d in args.draws.split(",") if d.strip())
-    if not levels or min(levels) < 1 or args.tokens < 1 or args.rounds < 1 or not draws or set(draws) - set(DRAWS):
-        print("bark-onnx: --levels takes positive integers (1,8,32), --tokens and --rounds positive numbers, "
-              "--draws graph and/or host", file=sys.stderr)
+    if not levels or min(levels) < 1 or not draws or set(draws) - set(DRAWS):
+        print("bark-onnx: --levels takes positive integers (1,8,32), --draws graph and/or host", file=sys.stderr)
         return 2
     model = prepare(args.size, ["fp32"], Path(args.cache) if args.cache else None)["onnx-fp32"]
     result = measure(model, levels, args.tokens, args.rounds, draws, args.threads)
@@ -348,9 +344,6 @@ def cmd_first_audio(args) -> int:
     from .first_audio import PACINGS, measure, table
     from .prepare import prepare
 
-    if args.rounds < 1:
-        print("bark-onnx: --rounds must be at least 1", file=sys.stderr)
-        return 2
     voices = tuple(None if v.strip() == "none" else v.strip() for v in args.voices.split(",") if v.strip())
     pacings = tuple(PACINGS) if args.pacing == "both" else (args.pacing,)
     model = prepare(args.size, [args.precision], Path(args.cache) if args.cache else None)[f"onnx-{args.precision}"]
@@ -366,9 +359,6 @@ def cmd_first_audio(args) -> int:
 def cmd_int8(args) -> int:
     from .int8_forms import run
 
-    if args.rounds < 1:
-        print("bark-onnx: --rounds must be at least 1", file=sys.stderr)
-        return 2
     result = run(args.size, args.threads, args.rounds, root=Path(args.cache) if args.cache else None)
     if args.out:
         report.write_json(args.out, result)
@@ -395,9 +385,6 @@ def cmd_ab(args) -> int:
     unknown = [s for s in stages if s not in AB_STAGES]
     if unknown or not stages:
         print(f"bark-onnx: --stages takes some of {','.join(AB_STAGES)}, got {args.stages!r}", file=sys.stderr)
-        return 2
-    if args.rounds < 1:
-        print("bark-onnx: --rounds must be at least 1", file=sys.stderr)
         return 2
     providers = provider_names(args.providers)
     result = run(Path(args.model_a), Path(args.model_b), stages, args.rounds, args.threads, providers)

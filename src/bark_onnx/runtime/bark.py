@@ -87,10 +87,9 @@ class Bark:
         self.decoders = {s: CausalDecoder(self.sessions[s], config.graphs[s], getattr(config, s), config.kv_cache,
                                           placement, max_rows=scheduler.max_batch, step_session=steps.get(s))
                          for s in ("semantic", "coarse")}
-        if fine_batch is None:
-            fine_batch = min(WINDOW_BATCH, scheduler.max_batch) if placement.on_gpu else 1
-        if codec_batch is None:
-            codec_batch = min(WINDOW_BATCH, scheduler.max_batch)
+        batch = min(WINDOW_BATCH, scheduler.max_batch) if placement.on_gpu else 1  # see engine/executor.py
+        fine_batch = batch if fine_batch is None else fine_batch
+        codec_batch = batch if codec_batch is None else codec_batch
         self.engine = Engine(Executor(self.decoders, self.sessions["fine"], self.sessions["codec"], fine_batch,
                                       codec_batch), scheduler)
         self.text = TextEncoder(model_dir / config.tokenizer)
@@ -127,8 +126,8 @@ class Bark:
         cuda_graph: run the decoding steps through the step-only graphs, captured once as CUDA
         graphs (default: on a GPU, when the model has them). fine_batch, codec_batch: fine windows
         and stream codec chunks of concurrent requests that run as one call, always padded to this
-        many rows, so a request's audio does not depend on its neighbours (default: fine 4 on a GPU
-        and 1 on the CPU, where padding costs a lone request; codec 4; both at most max_batch).
+        many rows, so a request's audio does not depend on its neighbours (default: 4 on a GPU, 1 on
+        the CPU, where a lone request would pay for the padding).
         """
         model_dir = resolve_model_dir(model, offline)
         config = ModelConfig.load(model_dir)

@@ -38,6 +38,7 @@ seed_type = _number(int, lambda v: v >= 0, "a non-negative integer")
 temperature_type = _number(float, lambda v: math.isfinite(v) and v >= 0, "a temperature >= 0 (0: greedy)")
 threads_type = _number(int, lambda v: v >= 1, "a positive number of threads")
 seconds_type = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive number of seconds")
+count_type = _number(int, lambda v: v >= 1, "a positive integer")
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:

@@ -20,12 +20,13 @@ there prefills run one request a call. Fine windows and codec chunks run at a fi
 unused rows padded, so a row sees the same shapes alone or among others (the codec's
 convolutions round differently at another batch size, by ~1e-7, even on the CPU).
 
-Measured on the CPU (bark-small int8, 8 concurrent streams, benchmarks/README.md): codec chunks
-4 a call give 17 % more audio per second and cost a lone request nothing; fine windows padded to
-4 cost a lone request twice its fine time, and batched unpadded they gain nothing, so there they
-run one a call. On a GPU both run 4 a call (not yet measured). A decode longer than a stream's
-chunk (a one-shot request's whole audio) runs alone: four times its activations would raise the
-peak memory, and a long call gains nothing from company.
+On the CPU both run one a call by default. Measured there (bark-small int8, streams of 6 s,
+benchmarks/README.md): codec chunks 4 a call give 8 concurrent streams 8 % more audio per second
+but cost a lone stream 18 % (it pays for 4 rows); fine windows padded to 4 cost a lone request
+twice its fine time, and batched unpadded they gain nothing. On a GPU, where a call of a few rows
+costs about what one does, both run 4 a call (not yet measured). A decode longer than a stream's
+chunk (a one-shot request's whole audio) always runs alone: four times its activations would
+raise the peak memory, and a long call gains nothing from company.
 
 Only the engine's thread calls this; it is the one place sessions run.
 """
@@ -47,7 +48,7 @@ from .scheduler import RequestState
 
 logger = logging.getLogger(__name__)
 
-WINDOW_BATCH = 4  # fine windows (on a GPU) and codec chunks per call, see above
+WINDOW_BATCH = 4  # fine windows and codec chunks per call on a GPU, see above
 CODEC_BATCH_FRAMES = 320  # decodes of up to this many frames share calls (a stream's chunks are shorter)
 
 
