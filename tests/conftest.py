@@ -122,8 +122,9 @@ def run_generate(item, logits_at, eos_column: int | None = None, start: int = 0,
     logits = np.asarray(logits_at(0), np.float32)[None]
     width = logits.shape[1]
     info = SimpleNamespace(logits_start=start, logits_size=width, bands=bands or ((0, width), (0, width - 1)))
-    runs, rows = Runs(SimpleNamespace(max_rows=1, max_len=1024, info=info)), np.array([0])
-    draw = runs.begin(0, "owner", item)
+    runs, rows = Runs(SimpleNamespace(max_rows=1, max_len=1024, info=info, has_eos=False)), np.array([0])
+    runs.begin(0, "owner", item)
+    draw = runs.draws(rows)
     for k in range(item.max_new):
         if k:
             logits = np.asarray(logits_at(k), np.float32)[None]

@@ -10,7 +10,7 @@ import pytest
 from bark_onnx import Bark, CancelledError, InputError, Request
 from bark_onnx.kernels.sampling import draw_rows, sample, uniforms
 from bark_onnx.runtime.engine.core import Engine
-from bark_onnx.runtime.engine.decoder import Draw, Out
+from bark_onnx.runtime.engine.decoder import Out
 from bark_onnx.runtime.engine.executor import CODEC_BATCH_FRAMES
 from bark_onnx.runtime.engine.runs import Runs
 from bark_onnx.runtime.engine.scheduler import Scheduler
@@ -37,11 +37,11 @@ def _script(seed):
 
 def _run(runs: Runs, items: dict[int, Generate], scripts: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
     """Drive runs on their rows together, each step's logits from the row's script; returns each row's tokens."""
-    done, draws = {}, {}
+    done = {}
     for row, item in items.items():
-        draws[row] = runs.begin(row, row, item)
+        runs.begin(row, row, item)
     rows = np.array(sorted(items))
-    draw = Draw(*(np.concatenate([getattr(draws[r], f) for r in rows]) for f in ("temperature", "uniform", "band")))
+    draw = runs.draws(rows)
     while rows.size:
         logits = np.stack([scripts[r][runs.n[r]] for r in rows])
         tokens, eos_p = draw_rows(logits, draw.temperature, draw.uniform, runs.ranges[draw.band], runs.eos_column)
@@ -60,6 +60,7 @@ def test_stop_rules_checked_in_bulk_equal_each_run_alone():
     items = {0: _item(30, 0.8, 0), 1: _item(30, 0.8, 1, min_eos_p=0.05), 2: _item(7, 0.8, 2),
              3: _item(30, 0.8, 3, band=1, eos=None), 4: _item(30, None, 4), 5: _item(30, 0.8, 5, top_k=20)}
     scripts = {row: _script(row) for row in items}
+    scripts[1] = scripts[0]  # the same logits: only min_eos_p tells rows 0 and 1 apart
     together = _run(Runs(decoder), items, scripts)
     for row, item in items.items():
         alone = _run(Runs(decoder), {row: _item(item.max_new, item.temperature, row, int(item.bands[0]), item.eos,
@@ -183,19 +184,23 @@ def test_fine_windows_and_codec_chunks_batched_at_a_fixed_shape(model_dirs):
         batched, one_a_call = _spied(tts), _spied(plain)
         alone = [tts.submit(r).result(timeout=300) for r in requests]
         assert set(batched.fine.batches) == {3} and set(batched.codec.batches) == {3}  # alone: padded
-        jobs = [plain.submit(r) for r in requests]
-        separate = [job.result(timeout=300) for job in jobs]
-        batched.fine.batches.clear()
-        jobs = [tts.submit(r) for r in requests]
-        together = [job.result(timeout=300) for job in jobs]
+        separate = [plain.submit(r).result(timeout=300) for r in requests]
+        batched.fine.batches.clear(), batched.codec.batches.clear()
+        # all six in flight from the first round: those of one shape reach their windows together
+        eng = Engine(batched, Scheduler(8, 0), background=False)
+        jobs = [eng.submit(tts._pipeline(r)) for r in requests]
+        while eng.step():
+            pass
+        together = [job.result(0) for job in jobs]
         for a, b, c in zip(alone, together, separate):
             for field in ("semantic", "coarse", "fine", "audio"):
                 np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
             np.testing.assert_array_equal(a.fine, c.fine)  # a fine row's arithmetic is its own on the CPU
             np.testing.assert_allclose(a.audio, c.audio, atol=1e-5)
         assert set(one_a_call.fine.batches) == {1} and set(one_a_call.codec.batches) == {1}
-        assert set(batched.fine.batches) == {3}
-        assert len(batched.fine.batches) < len(one_a_call.fine.batches)  # some windows did share calls
+        assert set(batched.fine.batches) == {3} and set(batched.codec.batches) == {3}
+        for kind in ("fine", "codec"):  # the three voiceless one-shot requests shared their calls
+            assert len(getattr(batched, kind).batches) <= len(getattr(one_a_call, kind).batches) - 2
     finally:
         tts.close()
         plain.close()

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,6 +26,17 @@ from bark_onnx.runtime.sessions.providers import provider_names
 from . import report
 from .ab import STAGES as AB_STAGES
 from .workload import ALL_BACKENDS
+
+
+def levels_type(text: str) -> tuple[int, ...]:
+    """--levels: comma-separated positive integers."""
+    try:
+        levels = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of positive integers, e.g. 1,8,32")
+    return levels
 
 
 def add_parsers(sub) -> None:
@@ -41,7 +53,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--torch-device", choices=("cpu", "cuda"), default="cpu",
                    help="where the reference and transformers run: cpu (fp32) or cuda (fp16, as on a GPU)")
     p.add_argument("--out", default="bench-results", help="folder for results.json, results.md, chart.png")
-    p.add_argument("--cache", help="where the random checkpoints and exports are kept")
+    p.add_argument("--cache", type=Path, help="where the random checkpoints and exports are kept")
     p.add_argument("--no-quality", action="store_true",
                    help="skip the precision price (fp16/int8/int4 against fp32, teacher-forced)")
     p.set_defaults(func=cmd_bench)
@@ -55,27 +67,30 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("concurrency", help="many requests on one model against the same ones in a row")
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
     p.add_argument("--precisions", default="fp32,int8", help="comma-separated (default fp32,int8)")
-    p.add_argument("--levels", default="1,2,4,8", help="concurrent requests to measure (default 1,2,4,8)")
+    p.add_argument("--levels", type=levels_type, default=(1, 2, 4, 8),
+                   help="concurrent requests to measure (default 1,2,4,8)")
     p.add_argument("--tokens", type=count_type, default=200, help="semantic tokens per generation (200: 6 s of audio)")
     p.add_argument("--semantic-tokens", type=count_type, default=650, help="tokens per text_to_semantic request")
     p.add_argument("--threads", type=threads_type, help="threads (default: all cores)")
     p.add_argument("--providers", help="ONNX Runtime providers, e.g. cuda,cpu")
     p.add_argument("--fine-batch", type=count_type, help="fine windows per call (default: 4 on a GPU, 1 on the CPU)")
-    p.add_argument("--codec-batch", type=count_type, help="stream codec chunks per call (default: 4 on a GPU, 1 on the CPU)")
+    p.add_argument("--codec-batch", type=count_type, help="codec chunks (up to 320 frames) per call "
+                   "(default: 4 on a GPU, 1 on the CPU)")
     p.add_argument("--out", help="folder for concurrency.json and concurrency.md")
-    p.add_argument("--cache", help="where the random checkpoints and exports are kept")
+    p.add_argument("--cache", type=Path, help="where the random checkpoints and exports are kept")
     p.set_defaults(func=cmd_concurrency)
 
     p = sub.add_parser("host", help="what each row's token costs the host: 1, 8 and 32 requests on the small test model")
-    p.add_argument("--levels", default="1,8,32", help="requests at once (default 1,8,32)")
+    p.add_argument("--levels", type=levels_type, default=(1, 8, 32), help="requests at once (default 1,8,32)")
     p.add_argument("--tokens", type=count_type, default=200, help="semantic tokens per request (default 200)")
     p.add_argument("--rounds", type=count_type, default=5, help="timed rounds per level, after a warm-up")
     p.add_argument("--draws", default="graph,host", help="where tokens are drawn: graph, host or both (default both)")
     p.add_argument("--edges", action="store_true",
                    help="also count the draws where the graph and Bark's float64 rule differ on a long run")
     p.add_argument("--size", choices=("tiny", "small", "large"), default="tiny", help="model shapes (default tiny)")
+    p.add_argument("--precision", choices=("fp32", "int8", "int4"), default="fp32", help="graphs (default fp32)")
     p.add_argument("--threads", type=threads_type, help="threads (default: all cores)")
-    p.add_argument("--cache", help="where the random checkpoints and exports are kept (shared with stages)")
+    p.add_argument("--cache", type=Path, help="where the random checkpoints and exports are kept (shared with stages)")
     p.add_argument("--out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_host)
 
@@ -88,7 +103,7 @@ def add_parsers(sub) -> None:
                    help="the engine's pacing of a stream's semantic run until its first audio")
     p.add_argument("--threads", type=threads_type, help="threads (default: all cores)")
     p.add_argument("--providers", help="ONNX Runtime providers, e.g. cuda,cpu")
-    p.add_argument("--cache", help="where the random checkpoints and exports are kept (shared with stages)")
+    p.add_argument("--cache", type=Path, help="where the random checkpoints and exports are kept (shared with stages)")
     p.add_argument("--out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_first_audio)
 
@@ -96,7 +111,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
     p.add_argument("--threads", type=threads_type, help="threads (default: all cores)")
     p.add_argument("--rounds", type=count_type, default=5, help="alternating timed rounds, after a warm-up")
-    p.add_argument("--cache", help="where the random checkpoints are kept (shared with bench)")
+    p.add_argument("--cache", type=Path, help="where the random checkpoints are kept (shared with stages)")
     p.add_argument("--out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_int8)
 
@@ -104,7 +119,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
     p.add_argument("--precisions", default="int8", help="comma-separated: fp32, fp16, int8, int4 (default int8)")
     p.add_argument("--threads", type=threads_type, help="threads (default: all cores)")
-    p.add_argument("--cache", help="where the random checkpoints and exports are kept (shared with bench)")
+    p.add_argument("--cache", type=Path, help="where the random checkpoints and exports are kept (shared with stages)")
     p.add_argument("--generations", type=count_type, default=1, help="segments generated one after the other")
     p.add_argument("--out", help="also write the figures as JSON here")
     p.set_defaults(func=cmd_footprint)
@@ -218,7 +233,7 @@ def _add_roofline(args, results: dict) -> None:
            for name, info in results["info"].items()):
         return
     precisions = _precisions(args)
-    paths = prepare(args.size, precisions, Path(args.cache) if args.cache else None, progress=False)
+    paths = prepare(args.size, precisions, args.cache, progress=False)
     results["roofline"] = _roofline(paths, precisions, args.threads)
 
 
@@ -230,7 +245,7 @@ def _add_quality(args, results: dict) -> None:
     priced = [p for p in _precisions(args) if p in ("fp16", "int8", "int4")]
     if not priced:
         return
-    paths = prepare(args.size, ["fp32", *priced], Path(args.cache) if args.cache else None, progress=False)
+    paths = prepare(args.size, ["fp32", *priced], args.cache, progress=False)
     providers = provider_names(args.providers)
     results["quality"] = {p: measure(paths["onnx-fp32"], paths[f"onnx-{p}"], providers=providers) for p in priced}
 
@@ -293,15 +308,11 @@ def cmd_fastpath(args) -> int:
 def cmd_concurrency(args) -> int:
     from .concurrency import run
 
-    levels = tuple(int(x) for x in args.levels.split(","))
-    if not levels or min(levels) < 1:
-        print("bark-onnx: --levels takes positive integers, e.g. 1,2,4,8", file=sys.stderr)
-        return 2
     batches = {name: value for name, value in (("fine_batch", args.fine_batch), ("codec_batch", args.codec_batch))
                if value is not None}
-    run(args.size, [p.strip() for p in args.precisions.split(",") if p.strip()], levels, args.tokens,
+    run(args.size, [p.strip() for p in args.precisions.split(",") if p.strip()], args.levels, args.tokens,
         args.semantic_tokens, args.threads, Path(args.out) if args.out else None,
-        Path(args.cache) if args.cache else None, provider_names(args.providers), batches)
+        args.cache, provider_names(args.providers), batches)
     return 0
 
 
@@ -316,16 +327,12 @@ def cmd_host(args) -> int:
     from .host_cost import DRAWS, edge_rate, measure, table
     from .prepare import prepare
 
-    try:
-        levels = tuple(int(x) for x in args.levels.split(","))
-    except ValueError:
-        levels = ()
     draws = tuple(d.strip() for d in args.draws.split(",") if d.strip())
-    if not levels or min(levels) < 1 or not draws or set(draws) - set(DRAWS):
-        print("bark-onnx: --levels takes positive integers (1,8,32), --draws graph and/or host", file=sys.stderr)
+    if not draws or set(draws) - set(DRAWS):
+        print("bark-onnx: --draws takes graph and/or host", file=sys.stderr)
         return 2
-    model = prepare(args.size, ["fp32"], Path(args.cache) if args.cache else None)["onnx-fp32"]
-    result = measure(model, levels, args.tokens, args.rounds, draws, args.threads)
+    model = prepare(args.size, [args.precision], args.cache)[f"onnx-{args.precision}"]
+    result = measure(model, args.levels, args.tokens, args.rounds, draws, args.threads)
     print(f"us per row and token, median (range) of {args.rounds} rounds; CPU flags {result['cpu_flags']}")
     print(table(result))
     print(f"a request's tokens alone = among others: {result['same_tokens_alone_and_together']}; "
@@ -346,7 +353,7 @@ def cmd_first_audio(args) -> int:
 
     voices = tuple(None if v.strip() == "none" else v.strip() for v in args.voices.split(",") if v.strip())
     pacings = tuple(PACINGS) if args.pacing == "both" else (args.pacing,)
-    model = prepare(args.size, [args.precision], Path(args.cache) if args.cache else None)[f"onnx-{args.precision}"]
+    model = prepare(args.size, [args.precision], args.cache)[f"onnx-{args.precision}"]
     result = measure(model, voices, args.rounds, pacings, args.threads, provider_names(args.providers))
     print(f"bark-{args.size} {args.precision}, CPU flags {result['cpu_flags']}, on "
           f"{', '.join(result['providers'])}; seconds, median (range) of {args.rounds} rounds")
@@ -359,7 +366,7 @@ def cmd_first_audio(args) -> int:
 def cmd_int8(args) -> int:
     from .int8_forms import run
 
-    result = run(args.size, args.threads, args.rounds, root=Path(args.cache) if args.cache else None)
+    result = run(args.size, args.threads, args.rounds, root=args.cache)
     if args.out:
         report.write_json(args.out, result)
     return 0
@@ -368,10 +375,7 @@ def cmd_int8(args) -> int:
 def cmd_footprint(args) -> int:
     from .footprint import run
 
-    if args.generations < 1:
-        print("bark-onnx: --generations must be at least 1", file=sys.stderr)
-        return 2
-    rows = run(args.size, [p.strip() for p in args.precisions.split(",")], Path(args.cache) if args.cache else None,
+    rows = run(args.size, [p.strip() for p in args.precisions.split(",")], args.cache,
                args.threads, args.generations)
     if args.out:
         report.write_json(args.out, rows)

@@ -35,7 +35,7 @@ import onnx
 from onnx import TensorProto
 
 from bark_onnx.runtime.constants import COARSE_BANDS, SEMANTIC_BANDS
-from bark_onnx.runtime.constants import SEMANTIC_VOCAB_SIZE as SEMANTIC_EOS  # the semantic pad doubles as EOS
+from bark_onnx.runtime.constants import SEMANTIC_EOS_TOKEN
 from bark_onnx.runtime.model.config import GPTConfig, GraphInfo
 
 from .onnx_builder import MS_DOMAIN, OPSET, GraphBuilder
@@ -354,7 +354,7 @@ def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[in
         logits = g.op("Cast", [logits], "/lm_head/float", outputs=["logits"], to=TensorProto.FLOAT)
     bands = draw_bands(stage, start, stop)
     token, eos_p = draw_head(g, logits, stop - start, temperature, uniform, band, bands,
-                             eos=SEMANTIC_EOS - start if stage == "semantic" else None)
+                             eos=SEMANTIC_EOS_TOKEN - start if stage == "semantic" else None)
     g.op("Add", [token, g.const(start)], "/draw/id", outputs=["token"])
 
     g.output("logits", TensorProto.FLOAT, ["batch", stop - start])

@@ -126,8 +126,8 @@ class Bark:
         cuda_graph: run the decoding steps through the step-only graphs, captured once as CUDA
         graphs (default: on a GPU, when the model has them). fine_batch, codec_batch: fine windows
         and stream codec chunks of concurrent requests that run as one call, always padded to this
-        many rows, so a request's audio does not depend on its neighbours (default: 4 on a GPU, 1 on
-        the CPU, where a lone request would pay for the padding).
+        many rows, so a request's audio does not depend on its neighbours (default: 4, at most
+        max_batch, on a GPU; 1 on the CPU, where a lone request would pay for the padding).
         """
         model_dir = resolve_model_dir(model, offline)
         config = ModelConfig.load(model_dir)
@@ -187,7 +187,7 @@ class Bark:
         """One request per text (a list gets independent child seeds of `seed`); keywords as Request.make."""
         texts, many = _as_list(text, "texts")
         seed = keywords.pop("seed", None)
-        seeds = stage_rngs(check_seed(seed), len(texts)) if many else [seed]  # one seed: Request checks it
+        seeds = _item_seeds(seed, len(texts), many)
         keywords.setdefault("silent", silent)
         return [Request.make(t, voice, seed=s, stream=stream, **keywords) for t, s in zip(texts, seeds)], many
 

@@ -18,7 +18,7 @@ import numpy as np
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
-from ..runtime.errors import BarkOnnxError, CancelledError as JobCancelled, InputError, VoiceError
+from ..runtime.errors import BarkOnnxError, CancelledError as JobCancelled, EngineClosedError, InputError, VoiceError
 from .encoding import MEDIA_TYPES, StreamEncoder, encode_whole, sse_delta, sse_event
 from .errors import CLIENT_CLOSED, ApiError, api_error
 from .middleware import StreamCut
@@ -32,9 +32,8 @@ class RequestTimeout(Exception):
 
 
 def _submit(state, plan: Plan):
-    if state.draining:
-        raise ApiError(503, "the server is shutting down; retry on another instance", code="shutting_down",
-                       headers={"Retry-After": str(state.settings.retry_after)})
+    if state.draining:  # answered as a closed engine is
+        raise api_error(EngineClosedError("the server is draining"), state.settings)
     try:
         return state.tts.submit(plan.request)
     except BarkOnnxError as err:  # a full queue, a closed engine, a voice or text the model cannot take

@@ -270,8 +270,9 @@ class CausalDecoder:
 
     def rows_input(self, lo: int, hi: int, rows: np.ndarray, ids: np.ndarray, past: np.ndarray, draw: Draw):
         """The inputs of rows lo..hi-1: token ids (hi - lo, S), past lengths (hi - lo,) and their draw,
-        the given rows' own, the others riding along with zeros at their idle position (see idle_past)
-        and a greedy draw."""
+        the given rows' own, the others riding along with zeros and a greedy draw at their idle
+        position: just past a row's filled part, which its next prefill or step rewrites before
+        reading (and which no kept prefix includes); 0 for a free row."""
         n = hi - lo
         all_ids = np.zeros((n, ids.shape[1]), np.int64)
         all_past = np.where(self.is_open[lo:hi], np.minimum(self.length[lo:hi], self.max_len - 1), 0)
@@ -300,7 +301,7 @@ class CausalDecoder:
         """The binding of rows lo..lo+n-1 with their KV buffers and host outputs (made once per range)."""
         key = (lo, n)
         if key not in self._bindings:
-            b = _Binding(self.session.io_binding(), n, self.info.logits_size, self.has_eos)
+            b = _Binding(self.session.io_binding(), n, self.info.logits_size, self.has_eos, self.device)
             shape = [n, *self.row_shape]
             for buf, (past, present) in zip(self._buffers, self.names):
                 ptr = buf.data_ptr() + lo * self.row_bytes
@@ -318,7 +319,7 @@ class CausalDecoder:
         b = self._binding(lo, hi - lo)
         if hi - lo == len(rows) and (rows == np.arange(lo, hi)).all():
             all_ids, all_merge, all_past, full = ids, merge, np.asarray(past, dtype=np.int64), draw
-        else:  # rows between the given ones ride along (see idle_past)
+        else:  # rows between the given ones ride along (see rows_input)
             all_ids, all_past, full = self.rows_input(lo, hi, rows, ids, past, draw)
             all_merge = None
             if merge is not None:
@@ -333,15 +334,10 @@ class CausalDecoder:
         _bind_draw(io, full)
         self.session.run_with_iobinding(io)
         at = rows - lo
-        return Out(b.token[at], None if b.eos_p is None else b.eos_p[at], lambda: b.logits[at])
-
-    def idle_past(self, row: int) -> int:
-        """Where a riding-along row writes its dummy position: just past its filled part, which its
-        next prefill or step rewrites before reading (and which no kept prefix includes)."""
-        return int(min(self.length[row], self.max_len - 1)) if self.is_open[row] else 0
+        return Out(b.token[at], None if b.eos_p is None else b.eos_p[at], lambda: b.read_logits()[at])
 
     def _run_concat(self, seq: Sequence, ids, merge, draw: Draw, fresh: bool) -> Out:
-        b = _Binding(self.session.io_binding(), 1, self.info.logits_size, self.has_eos)
+        b = _Binding(self.session.io_binding(), 1, self.info.logits_size, self.has_eos, self.device)
         if fresh:  # a prefill starts from an empty cache
             empty = (1, self.cfg.n_head, 0, self.cfg.head_dim)
             seq.pasts = [ort.OrtValue.ortvalue_from_shape_and_type(empty, self.kv_dtype, self.device, 0)
@@ -355,21 +351,32 @@ class CausalDecoder:
             b.io.bind_output(present, self.device)
         self.session.run_with_iobinding(b.io)
         seq.pasts = b.io.get_outputs()[b.n_outputs:]  # this call's presents are the next call's pasts
-        return Out(b.token.copy(), None if b.eos_p is None else b.eos_p.copy(), lambda: b.logits.copy())
+        return Out(b.token.copy(), None if b.eos_p is None else b.eos_p.copy(), b.read_logits)
 
 
 class _Binding:
-    """An IO binding whose logits, tokens and P(EOS) land in host arrays (bound first, in this order)."""
+    """An IO binding whose tokens and P(EOS) land in host arrays, and whose logits stay where the
+    session runs until `read_logits` (bound first, in this order). The buffers are the binding's:
+    a call's logits must be read before the binding's next call."""
 
-    def __init__(self, io: ort.IOBinding, n: int, width: int, has_eos: bool):
+    def __init__(self, io: ort.IOBinding, n: int, width: int, has_eos: bool, device: str = "cpu"):
         self.io = io
-        self.logits = np.zeros((n, width), np.float32)
         self.token = np.zeros(n, np.int64)
         self.eos_p = np.zeros(n, np.float32) if has_eos else None
-        outputs = [("logits", self.logits), ("token", self.token)] + ([("eos_p", self.eos_p)] if has_eos else [])
+        if device == "cpu":
+            self._host_logits = np.zeros((n, width), np.float32)
+            self._logits = ort.OrtValue.ortvalue_from_numpy(self._host_logits)
+        else:  # on a GPU, the (n, 10 001) floats of a call cross only when a caller reads them
+            self._host_logits = None
+            self._logits = ort.OrtValue.ortvalue_from_shape_and_type((n, width), np.float32, device, 0)
+        io.bind_ortvalue_output("logits", self._logits)
+        outputs = [("token", self.token)] + ([("eos_p", self.eos_p)] if has_eos else [])
         for name, array in outputs:
             io.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(array))
-        self.n_outputs = len(outputs)
+        self.n_outputs = 1 + len(outputs)
+
+    def read_logits(self) -> np.ndarray:
+        return self._host_logits if self._host_logits is not None else self._logits.numpy()
 
 
 def _bind_draw(io: ort.IOBinding, draw: Draw) -> None:
@@ -386,7 +393,7 @@ class FixedStep:
     """Every row's one-token step through the step-only graph, with every input and output bound
     once at a fixed device address, as a CUDA graph needs to be captured once and replayed.
 
-    All max_rows rows run on each call (the ones not stepping ride along, see idle_past); per
+    All max_rows rows run on each call (the ones not stepping ride along, see rows_input); per
     call, the token ids, past lengths and draws go to the device and the drawn tokens (and
     P(EOS)) come back; the logits stay there unless a caller reads them.
     """

@@ -42,7 +42,7 @@ from bark_onnx.kernels.sampling import as_float32_uniform, graph_temperature
 
 from ..errors import InputError
 from ..stages.work import Await, Decode, FinePass, Generate, Spawn
-from .decoder import CausalDecoder, Draw
+from .decoder import CausalDecoder
 from .runs import Runs
 from .scheduler import RequestState
 
@@ -88,7 +88,7 @@ class Executor:
             if run is not None:  # prompts of one length go in one call (the decoder decides)
                 prefills.setdefault((run.stage, len(run.ids)), []).append(state)
                 continue
-            if isinstance(item, (FinePass, Decode)) and self._batch_of(item) > 1:
+            if isinstance(item, (FinePass, Decode)):  # items of one shape share calls (see _batch_of)
                 windows.setdefault(_window_shape(item), []).append(state)
                 continue
             try:
@@ -109,7 +109,7 @@ class Executor:
                 try:
                     self._windows(group)
                 except Exception as err:
-                    logger.exception("a batched %s call failed for %d request(s)", type(group[0].pending).__name__,
+                    logger.exception("a %s call failed for %d request(s)", type(group[0].pending).__name__,
                                      len(group))
                     failures += [(state, err) for state in group]
         for stage, runs in self.runs.items():
@@ -142,9 +142,10 @@ class Executor:
         seqs = [state.rows[stage] for state in states]
         items = [_run_of(state.pending) for state in states]
         spawned = [isinstance(state.pending, Spawn) for state in states]
-        draws = [runs.begin(seq.row, state, item, background)
-                 for seq, state, item, background in zip(seqs, states, items, spawned)]
-        draw = Draw(*(np.concatenate([getattr(d, f) for d in draws]) for f in ("temperature", "uniform", "band")))
+        for seq, state, item, background in zip(seqs, states, items, spawned):
+            runs.begin(seq.row, state, item, background)
+        rows = np.array([seq.row for seq in seqs])
+        draw = runs.draws(rows)
         merge = None if items[0].merge is None else [item.merge for item in items]
         out = decoder.prefill(seqs, np.stack([item.ids for item in items]), merge, draw)
         for seq, state, background in zip(seqs, states, spawned):
@@ -152,7 +153,7 @@ class Executor:
                 state.results.pop(stage, None)
                 runs.paused[seq.row] = state.holds_back
                 self._answer(state, None)
-        self._deliver(stage, runs.settle(np.array([seq.row for seq in seqs]), out, draw))
+        self._deliver(stage, runs.settle(rows, out, draw))
 
     def _start(self, state: RequestState) -> None:
         item = state.pending
@@ -166,8 +167,6 @@ class Executor:
                 self._answer(state, (runs.tokens_of(row), False))
             else:  # until it has them, the run steps whatever the pacing
                 runs.wake_at[row], runs.paused[row] = item.n, False
-        elif isinstance(item, (FinePass, Decode)):
-            self._windows([state])
         else:
             raise TypeError(f"unknown work item {type(item).__name__}")
 

@@ -23,11 +23,10 @@ import numpy as np
 
 from bark_onnx.kernels.sampling import as_float32_uniform, draw_rows, graph_temperature, sample
 
-from ..constants import SEMANTIC_VOCAB_SIZE
+from ..constants import SEMANTIC_EOS_TOKEN
 from ..stages.work import Generate
 from .decoder import CausalDecoder, Draw, Out
 
-EOS_COLUMN = SEMANTIC_VOCAB_SIZE  # the token id whose probability a semantic graph reports (P(EOS))
 PROGRESS_EVERY = 16  # a run's progress callback hears of it every this many tokens
 
 
@@ -57,10 +56,10 @@ class Runs:
         # every draw made on the host from the logits (NumPy, the graph's float32 rule) instead of
         # in the graph: the same tokens but at CDF edges, for measuring which is faster
         self.draw_on_host = False
-        self.eos_column = EOS_COLUMN - self.start if getattr(decoder, "has_eos", False) else None
+        self.eos_column = SEMANTIC_EOS_TOKEN - self.start if decoder.has_eos else None
 
-    def begin(self, row: int, owner: Any, item: Generate, background: bool = False) -> Draw:
-        """Take the run's numbers into `row`; returns the draw of its first token (from the prefill)."""
+    def begin(self, row: int, owner: Any, item: Generate, background: bool = False) -> None:
+        """Take the run's numbers into `row` (`draws` then gives its first draw, from the prefill)."""
         k = item.max_new
         self.owner[row], self.items[row] = owner, item
         self.background[row], self.paused[row] = background, False
@@ -73,7 +72,6 @@ class Runs:
         self.min_eos_p[row] = np.inf if item.min_eos_p is None else item.min_eos_p
         self.host[row] = item.top_k is not None or item.top_p is not None
         self.reports[row] = item.progress is not None
-        return self.draws(np.array([row]))
 
     def draws(self, rows: np.ndarray) -> Draw:
         """The next draw of each row: its temperature, its next uniform number, its next band. A row

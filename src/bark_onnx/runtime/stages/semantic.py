@@ -13,12 +13,12 @@ import numpy as np
 from bark_onnx.kernels.sampling import uniforms
 
 from ..constants import MAX_SEMANTIC_HISTORY, MAX_SEMANTIC_STEPS, SEMANTIC_INFER_TOKEN, SEMANTIC_PAD_TOKEN, \
-    SEMANTIC_RATE_HZ, SEMANTIC_VOCAB_SIZE
+    SEMANTIC_EOS_TOKEN, SEMANTIC_RATE_HZ
 from ..options import SemanticOptions
 from .progress import Progress
 from .work import Generate, Release
 
-EOS = SEMANTIC_VOCAB_SIZE  # the pad token doubles as end of sequence
+EOS = SEMANTIC_EOS_TOKEN
 
 
 def semantic_history(voice: dict | None) -> np.ndarray:

@@ -34,7 +34,7 @@ class Generate:
     Draw k takes uniforms[k] (None: greedy, which draws none) and the logits columns of
     band bands[k] (the graph's GraphInfo.bands: semantic 0 with EOS, 1 without; coarse the
     codebook); with top_k or top_p its logits come to the host and are filtered
-    there (Bark's float64 rule), else the graph draws it. A draw of the column `eos`, or
+    there (Bark's float64 rule), else the graph draws it. A draw of the token `eos`, or
     one whose P(eos) reaches `min_eos_p`, ends the run and is not kept.
     """
 
