@@ -118,7 +118,7 @@ def test_a_real_session_that_ignores_cuda_gives_a_cpu_placement(gpu_build, model
 ])
 def test_precision_rule(precision, active, kv, expected):
     placement = P.Placement((CUDA, CPU), 1, active)
-    assert P.default_precision(placement) == ("fp16" if active[0] != CPU else "fp32")
+    assert P.default_precision(placement) == ("fp16" if active[0] != CPU else "int8")
     message = P.precision_warning(precision, placement, kv)
     if expected is None:
         assert message is None
@@ -242,15 +242,15 @@ def test_cached_model_precision_follows_the_machine(gpu_build, tmp_path):
     from bark_onnx.runtime.model.cache import cached_model_dir, ensure_model, machine_precision
 
     gpu_build.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert machine_precision() == "fp16" and machine_precision(["cpu"]) == "fp32"
+    assert machine_precision() == "fp16" and machine_precision(["cpu"]) == "int8"
     assert cached_model_dir(True).name == "suno--bark-small-fp16"
-    assert cached_model_dir(False, providers=["cpu"]).name == "suno--bark-fp32"
+    assert cached_model_dir(False, providers=["cpu"]).name == "suno--bark-int8"
     target = cached_model_dir(True)
     target.mkdir(parents=True)
     (target / "config.json").write_text("{}")
     assert ensure_model(True) == target  # already there: no export
     gpu_build.setattr(P, "cuda_status", lambda: (False, "no driver"))
-    assert cached_model_dir(True).name == "suno--bark-small-fp32"
+    assert cached_model_dir(True).name == "suno--bark-small-int8"
 
 
 def test_say_and_demo_pick_the_machine_precision(gpu_build, tmp_path):

@@ -234,4 +234,4 @@ def test_cache_follows_xdg_and_suno_small_switch(monkeypatch, tmp_path):
     monkeypatch.delenv("SUNO_USE_SMALL_MODELS", raising=False)
     assert cache_root() == tmp_path / "bark_onnx" and not suno_use_small()
     monkeypatch.setenv("SUNO_USE_SMALL_MODELS", "True")
-    assert suno_use_small() and cached_model_dir(True).name == "suno--bark-small-fp32"
+    assert suno_use_small() and cached_model_dir(True).name == "suno--bark-small-int8"

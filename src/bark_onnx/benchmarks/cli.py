@@ -5,6 +5,7 @@
     serve        a speech server under load, then a soak
     footprint    disk per graph and peak memory of a generation
     host         what each row's token costs the host (small test model, 1 to 32 requests)
+    roofline     each graph call type against this machine's measured GEMM and memory rates
     first-audio  a stream's first chunk against the whole one-shot request
     fastpath     the coarse window's prefill and step, per graph variant
     int8         the coarse graph's two int8 forms
@@ -57,6 +58,17 @@ def add_parsers(sub) -> None:
     p.add_argument("--no-quality", action="store_true",
                    help="skip the precision price (fp16/int8/int4 against fp32, teacher-forced)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("roofline", help="each graph call type (steps, prefill, fine pass, codec chunk) against "
+                       "this machine's measured GEMM and memory rates")
+    p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="int8")
+    p.add_argument("--model", type=Path, help="an exported model directory instead of a random-weight export")
+    p.add_argument("--rounds", type=count_type, default=3, help="timed prefills, fine passes and codec chunks")
+    p.add_argument("--threads", type=threads_type, help="threads (default: all cores)")
+    p.add_argument("--out", help="also write the result as JSON here")
+    p.add_argument("--cache", type=Path, help="where the random checkpoints and exports are kept")
+    p.set_defaults(func=cmd_roofline)
 
     p = sub.add_parser("fastpath", help="time the coarse window prefill and step of each fast-path variant")
     p.add_argument("--size", choices=("tiny", "small", "large"), default="small")
@@ -294,6 +306,17 @@ def _roofline(paths: dict, precisions: list[str], threads: int | None) -> dict:
         configs = {"semantic": cfg.semantic, "coarse": cfg.coarse, "fine": cfg.fine}
         estimates[f"onnx-{precision}"] = estimate(configs, cfg.codec, SEGMENT, precision, rates)
     return {"rates": rates, "estimates": estimates}
+
+
+def cmd_roofline(args) -> int:
+    from .call_roofline import run
+    from .prepare import prepare
+
+    model = args.model or prepare(args.size, [args.precision], args.cache)[f"onnx-{args.precision}"]
+    result = run(Path(model), args.threads, args.rounds)
+    if args.out:
+        report.write_json(args.out, result)
+    return 0
 
 
 def cmd_fastpath(args) -> int:

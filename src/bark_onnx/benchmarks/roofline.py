@@ -103,7 +103,12 @@ def estimate(configs: dict, codec: CodecConfig, w: Workload, precision: str, rat
 
 def codec_seconds(cfg: CodecConfig, w: Workload, rates: dict) -> float:
     """The SEANet decoder's FLOPs (convolutions and LSTM) at the sgemm rate."""
-    t = w.frames
+    return codec_flops(cfg, w.frames) / rates["sgemm_flops"]
+
+
+def codec_flops(cfg: CodecConfig, frames: int) -> float:
+    """The SEANet decoder's FLOPs (convolutions and LSTM) for `frames` code frames."""
+    t = frames
     ch = cfg.num_filters * 2 ** len(cfg.upsampling_ratios)
     flops = 2 * cfg.hidden_size * ch * cfg.kernel_size * t  # first conv
     flops += cfg.num_lstm_layers * 2 * 4 * 2 * ch * ch * t  # LSTM gates (input and hidden)
@@ -114,5 +119,5 @@ def codec_seconds(cfg: CodecConfig, w: Workload, rates: dict) -> float:
         hidden = ch // cfg.compress
         flops += 2 * t * (ch * hidden * cfg.residual_kernel_size + hidden * ch + ch * ch)  # residual block
     flops += 2 * t * ch * cfg.audio_channels * cfg.last_kernel_size
-    return flops / rates["sgemm_flops"]
+    return flops
 

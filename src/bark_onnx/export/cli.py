@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", choices=("small", "large", "tiny"), default="small",
                    help="bark-small or bark shapes (tiny: a 2-layer model, for a quick install check)")
-    p.add_argument("--precision", choices=PRECISIONS, help="graphs to build (default: fp16 where CUDA runs, else fp32)")
+    p.add_argument("--precision", choices=PRECISIONS, help="graphs to build (default: fp16 where CUDA runs, else int8)")
     p.add_argument("--seconds", type=seconds_type, default=13.0, help="audio length to generate (EOS off)")
     p.add_argument("--out", help="also write the (noise) WAV here")
     p.add_argument("--silent", action="store_true", help="no progress bars")

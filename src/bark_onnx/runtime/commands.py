@@ -52,7 +52,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="WAV file to write ('-' with --stream: raw 16-bit PCM to stdout)")
     p.add_argument("--voice", help="voice preset (v2/en_speaker_6, announcer, ...) or an .npz file")
     p.add_argument("--model", help="model directory or hub id (default: suno/bark-small exported to the cache on "
-                                   "first use, fp16 where CUDA runs, else fp32)")
+                                   "first use, fp16 where CUDA runs, else int8)")
     p.add_argument("--seed", type=seed_type, help="random seed for reproducible audio (a non-negative integer)")
     p.add_argument("--text-temp", type=temperature_type, help="semantic temperature (default 0.7; 0: greedy)")
     p.add_argument("--waveform-temp", type=temperature_type, help="coarse temperature (default 0.7; 0: greedy)")

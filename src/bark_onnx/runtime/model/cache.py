@@ -6,7 +6,7 @@ needed, which takes the export extra (torch) and a network (never used
 offline, see hub.py); a user who ran
 Suno's Bark before has its `.pt` files in `$XDG_CACHE_HOME/suno/bark_v0`, and
 those are exported instead, offline. The precision follows the machine: fp16
-where CUDA runs the sessions, fp32 on the CPU (see sessions/session.machine_precision).
+where CUDA runs the sessions, int8 on the CPU (see sessions/session.machine_precision).
 
 TensorRT's engines and timing caches live here too (`trt/`, see paths.py).
 """

@@ -32,7 +32,7 @@ def default_threads() -> int:
 
 
 def machine_precision(providers=None) -> str:
-    """The precision to use on this machine with these providers: fp16 where CUDA starts, else fp32."""
+    """The precision to use on this machine with these providers: fp16 where CUDA starts, else int8."""
     return default_precision(make_placement(providers))
 
 
