@@ -9,11 +9,9 @@ import pytest
 
 from bark_onnx import Bark, CancelledError, InputError, Request
 from bark_onnx.kernels.sampling import draw_rows, sample, uniforms
-from bark_onnx.runtime.engine.core import Engine
 from bark_onnx.runtime.engine.decoder import Out
 from bark_onnx.runtime.engine.executor import CODEC_BATCH_FRAMES
 from bark_onnx.runtime.engine.runs import Runs
-from bark_onnx.runtime.engine.scheduler import Scheduler
 from bark_onnx.runtime.stages.semantic import EOS, semantic_history
 from bark_onnx.runtime.stages.work import Generate
 
@@ -129,29 +127,84 @@ def test_a_request_alone_equals_itself_among_seven_others(model_dirs):
         tts.close()
 
 
-def test_cancel_in_the_middle_of_a_batched_run(tiny_engine):
+def _run_by_hand(tts, requests) -> list:
+    """Submit the requests at once to a model loaded with background=False, step it until all end."""
+    jobs = [tts.submit(r) for r in requests]
+    while tts.step():
+        pass
+    return [job.result(0) for job in jobs]
+
+
+def _equal_results(a, b, fields=("semantic", "coarse", "fine", "audio")) -> None:
+    for field in fields:
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+
+
+def test_cancel_in_the_middle_of_a_batched_run(model_dirs):
     """Three semantic runs step together; the middle one is cancelled mid-run: its rows are free at the next
     step, and the others end as they would alone."""
     requests = [Request.make(f"run number {i}", seed=i, allow_early_stop=False, max_gen_duration_s=1.5)
                 for i in range(3)]
-    alone = [tiny_engine.submit(r).result(timeout=300) for r in requests]
-    eng = Engine(tiny_engine.engine.executor, Scheduler(4, 0), background=False)
-    jobs = [eng.submit(tiny_engine._pipeline(r)) for r in requests]
-    runs = tiny_engine.engine.executor.runs["semantic"]
-    for _ in range(10):
-        eng.step()
-    assert runs.active.sum() == 3 and (runs.n[runs.active] > 5).all()  # all three mid-run
-    jobs[1].cancel()
-    eng.step()
-    with pytest.raises(CancelledError):
-        jobs[1].result(0)
-    assert runs.active.sum() == 2 and tiny_engine.decoders["semantic"].rows_in_use == 2
-    while eng.step():
-        pass
-    for i in (0, 2):
-        for field in ("semantic", "coarse", "fine", "audio"):
-            np.testing.assert_array_equal(getattr(jobs[i].result(0), field), getattr(alone[i], field))
-    assert tiny_engine.stats()["rows_in_use"] == 0
+    tts = Bark.load(model_dirs["suno-tiny"], max_batch=4, background=False)
+    try:
+        alone = [_run_by_hand(tts, [r])[0] for r in requests]
+        jobs = [tts.submit(r) for r in requests]
+        runs = tts.engine.executor.runs["semantic"]
+        for _ in range(10):
+            tts.step()
+        assert runs.active.sum() == 3 and (runs.n[runs.active] > 5).all()  # all three mid-run
+        jobs[1].cancel()
+        tts.step()
+        with pytest.raises(CancelledError):
+            jobs[1].result(0)
+        assert runs.active.sum() == 2 and tts.decoders["semantic"].rows_in_use == 2
+        while tts.step():
+            pass
+        for i in (0, 2):
+            _equal_results(jobs[i].result(0), alone[i])
+        assert tts.stats()["rows_in_use"] == 0
+    finally:
+        tts.close()
+
+
+def test_a_call_s_logits_stay_its_own_after_later_calls_on_its_binding(tts):
+    """An Out read after the same rows' next call (a one-row prefill, then a step of that row: one
+    binding) gives its own call's logits, not the later call's."""
+    dec = tts["suno-tiny"].decoders["coarse"]
+    prompt = np.arange(40)[None] % 1000
+    seq = dec.open()
+    try:
+        own = dec.prefill([seq], prompt).logits.copy()  # read at once
+        dec.close(seq)
+        seq = dec.open()  # the same row, nothing kept: the same arithmetic
+        first = dec.prefill([seq], prompt)  # not read yet
+        second = dec.step([seq], [7])
+        np.testing.assert_array_equal(first.logits, own)
+        assert not np.allclose(second.logits, own)
+    finally:
+        dec.close(seq)
+
+
+def test_grouped_host_drawn_prefills_equal_their_solo_runs(model_dirs):
+    """top-k and top-p requests of one length: their coarse windows (each keeping the prefix it shares with
+    the last, so one call each) start in the same rounds, and each reads its own call's logits."""
+    same = dict(allow_early_stop=False, max_gen_duration_s=2.0)
+    requests = [Request.make("one two three", voice, seed=seed, **same, **kw)
+                for voice, seed, kw in ((None, 0, dict(top_k=30)), ("announcer", 1, dict(top_p=0.9)),
+                                        (None, 2, dict(top_k=5, top_p=0.5)))]
+    tts = Bark.load(model_dirs["suno-tiny"], max_batch=4, background=False)
+    calls = []
+    decoder = tts.decoders["coarse"]
+    prefill = decoder.prefill
+    decoder.prefill = lambda seqs, *a, **k: calls.append(len(seqs)) or prefill(seqs, *a, **k)
+    try:
+        alone = [_run_by_hand(tts, [r])[0] for r in requests]
+        calls.clear()
+        for a, b in zip(alone, _run_by_hand(tts, requests)):
+            _equal_results(a, b)
+        assert max(calls) >= 2  # windows of several requests were prefilled as one group
+    finally:
+        tts.close()
 
 
 class _Calls:
@@ -179,22 +232,17 @@ def test_fine_windows_and_codec_chunks_batched_at_a_fixed_shape(model_dirs):
                 for voice, seed in ((None, 0), ("announcer", 1), (None, 2), ("v2/en_speaker_0", 3), (None, 4))]
     requests.append(Request.make("a stream beside them", seed=5, stream=True, **same))
     plain = Bark.load(model_dirs["suno-tiny"], max_batch=8, fine_batch=1, codec_batch=1)
-    tts = Bark.load(model_dirs["suno-tiny"], max_batch=8, fine_batch=3, codec_batch=3)
+    tts = Bark.load(model_dirs["suno-tiny"], max_batch=8, fine_batch=3, codec_batch=3, background=False)
     try:
         batched, one_a_call = _spied(tts), _spied(plain)
-        alone = [tts.submit(r).result(timeout=300) for r in requests]
+        alone = [_run_by_hand(tts, [r])[0] for r in requests]
         assert set(batched.fine.batches) == {3} and set(batched.codec.batches) == {3}  # alone: padded
         separate = [plain.submit(r).result(timeout=300) for r in requests]
         batched.fine.batches.clear(), batched.codec.batches.clear()
         # all six in flight from the first round: those of one shape reach their windows together
-        eng = Engine(batched, Scheduler(8, 0), background=False)
-        jobs = [eng.submit(tts._pipeline(r)) for r in requests]
-        while eng.step():
-            pass
-        together = [job.result(0) for job in jobs]
+        together = _run_by_hand(tts, requests)
         for a, b, c in zip(alone, together, separate):
-            for field in ("semantic", "coarse", "fine", "audio"):
-                np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+            _equal_results(a, b)
             np.testing.assert_array_equal(a.fine, c.fine)  # a fine row's arithmetic is its own on the CPU
             np.testing.assert_allclose(a.audio, c.audio, atol=1e-5)
         assert set(one_a_call.fine.batches) == {1} and set(one_a_call.codec.batches) == {1}

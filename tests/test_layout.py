@@ -1,7 +1,8 @@
 """The repository's root never shadows an installed distribution.
 
-pytest puts the root on `sys.path` (tests/ is a package), and so does Python for
-a command started there (`python -m ...`, the benchmark workers). A root folder
+Python puts the root on `sys.path` for a command started there (`python -m ...`,
+the benchmark workers; pytest itself imports tests/, no package, by path and adds
+nothing). A root folder
 or module with a generic name (`kernels`, `export`, `runtime`, `benchmarks`)
 would then be imported in place of a real distribution of that name: with
 transformers 5.25 that is Hugging Face's `kernels`, which transformers imports
@@ -78,9 +79,14 @@ def test_kernels_from_the_root_is_hugging_faces(tmp_path):
 
 
 def test_bark_onnx_imports_from_any_directory(tmp_path):
+    """From a folder outside the repository, `import bark_onnx` finds this checkout's src/bark_onnx (an
+    editable install, or the tests' PYTHONPATH), or an installed copy in site-packages: never a
+    namespace package, nor a copy elsewhere."""
     done = subprocess.run([sys.executable, "-c", "import bark_onnx.benchmarks.cli, bark_onnx.export.exporter; "
                            "import bark_onnx; print(bark_onnx.__file__)"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     where = Path(done.stdout.strip()).resolve()
-    assert where.parent.name == "bark_onnx" and where.parent.parent != ROOT, where
+    here = (ROOT / "src" / "bark_onnx" / "__init__.py").resolve()
+    installed = where.parent.name == "bark_onnx" and where.name == "__init__.py" and "site-packages" in where.parts
+    assert where == here or installed, f"`import bark_onnx` found {where}, not {here} nor an installed copy"

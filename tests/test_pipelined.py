@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from bark_onnx import Bark, CancelledError, Request
-from bark_onnx.runtime.engine.core import Engine
-from bark_onnx.runtime.engine.scheduler import FifoPolicy, Scheduler
+from bark_onnx.runtime.engine.scheduler import FifoPolicy
 from bark_onnx.runtime.stages.coarse import n_coarse_steps, semantic_for_steps
 
 CASES = [  # (text, voice, seed, options): sampled and greedy, voices or none, EOS and duration cuts
@@ -48,27 +47,45 @@ def test_a_window_waits_only_for_the_tokens_it_reads():
         assert n_coarse_steps(n) >= steps > n_coarse_steps(n - 1)
 
 
-def _stepped(tts, policy, request):
-    """Run one streamed request on an engine that steps when told; counts at its first chunk."""
-    eng = Engine(tts.engine.executor, Scheduler(4, 0, policy), background=False)
-    job = eng.submit(tts._pipeline(request))
+@pytest.fixture(scope="module")
+def manual(model_dirs):
+    """A tiny model whose engine steps only when the test calls `step()`."""
+    tts = Bark.load(model_dirs["suno-tiny"], max_batch=4, background=False)
+    yield tts
+    tts.close()
+
+
+@pytest.fixture
+def policy(manual):
+    """Set the manual model's admission policy for one test; the default comes back after it."""
+    default = manual.engine.scheduler.policy
+    yield lambda p: setattr(manual.engine.scheduler, "policy", p)
+    manual.engine.scheduler.policy = default
+
+
+def _stepped(tts, request):
+    """Run one streamed request, a round per `step()`; the rounds, and the semantic tokens made, by its
+    first chunk."""
+    job = tts.submit(request)
     runs = tts.engine.executor.runs["semantic"]
     rounds, at_first = 0, None
-    while eng.step():
+    while tts.step():
         rounds += 1
-        if at_first is None and job._chunks:
+        if at_first is None and job.first_chunk_s is not None:
             row = [r for r in range(runs.n.size) if runs.owner[r] is not None]
             at_first = (rounds, int(runs.n[row[0]]) if row else None)
     return job.result(0), rounds, at_first
 
 
-def test_until_first_audio_the_semantic_run_steps_only_as_the_coarse_stage_needs(tiny_engine):
+def test_until_first_audio_the_semantic_run_steps_only_as_the_coarse_stage_needs(manual, policy):
     """first_audio_first: fewer semantic tokens made by the first chunk (fewer graph calls before it),
     and the same tokens and audio as without the pacing."""
     request = Request.make("hello there", "announcer", seed=7, allow_early_stop=False, max_gen_duration_s=8.0,
                            stream=True)
-    paced, paced_rounds, paced_first = _stepped(tiny_engine, FifoPolicy(first_audio_first=True), request)
-    free, free_rounds, free_first = _stepped(tiny_engine, FifoPolicy(first_audio_first=False), request)
+    policy(FifoPolicy(first_audio_first=True))
+    paced, paced_rounds, paced_first = _stepped(manual, request)
+    policy(FifoPolicy(first_audio_first=False))
+    free, free_rounds, free_first = _stepped(manual, request)
     _same_tokens(paced, free)
     np.testing.assert_array_equal(paced.audio, free.audio)
     # by the first chunk (the same coarse steps either way), the paced run made only the semantic tokens
@@ -77,23 +94,24 @@ def test_until_first_audio_the_semantic_run_steps_only_as_the_coarse_stage_needs
     assert paced_rounds > free_rounds  # the stages overlap less until then: more rounds of one call each
 
 
-def test_cancel_while_both_stages_are_in_flight_frees_both_rows(tiny_engine):
+def test_cancel_while_both_stages_are_in_flight_frees_both_rows(manual, policy):
+    policy(FifoPolicy(first_audio_first=False))
     request = Request.make("hello world", seed=3, allow_early_stop=False, max_gen_duration_s=10.0, stream=True)
-    eng = Engine(tiny_engine.engine.executor, Scheduler(4, 0, FifoPolicy(first_audio_first=False)),
-                 background=False)
-    job = eng.submit(tiny_engine._pipeline(request))
-    decoders = tiny_engine.decoders
+    job = manual.submit(request)
+    decoders = manual.decoders
     for _ in range(400):
-        eng.step()
+        manual.step()
         if decoders["semantic"].rows_in_use and decoders["coarse"].rows_in_use:
             break
     assert decoders["semantic"].rows_in_use == 1 and decoders["coarse"].rows_in_use == 1  # both in flight
     job.cancel()
-    eng.step()
+    assert not job.done  # a running request ends at the next step
+    manual.step()
     with pytest.raises(CancelledError):
         job.result(0)
     assert decoders["semantic"].rows_in_use == 0 and decoders["coarse"].rows_in_use == 0
-    assert not tiny_engine.engine.executor.runs["semantic"].active.any()
+    assert manual.stats()["rows_in_use"] == 0 and manual.stats()["cancelled"] >= 1
+    assert not manual.engine.executor.runs["semantic"].active.any() and not manual.step()
 
 
 def test_pipelined_requests_among_others_equal_their_solo_runs(model_dirs):

@@ -224,3 +224,147 @@ def test_the_graph_draw_equals_the_numpy_reference(rows, width, band):
 def test_block_shapes():
     assert S.block_shape(10_001) == (73, 137) and S.block_shape(2048) == (32, 64) and S.block_shape(1024) == (32, 32)
     assert S.block_shape(7) == (1, 7)  # a prime: one block
+
+
+# The 256 largest float32 values below 1, and 0: where rounding puts u * total at or past a cumulative sum.
+EDGE_UNIFORMS = np.concatenate([[0.0], 1 - np.arange(1, 257) * 2.0 ** -24]).astype(np.float32)
+
+
+def _draw_graph(width: int, bands):
+    """export/sampling_head.py's draw as a session of its own: (logits over T, T, u, band) -> token."""
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    from bark_onnx.export.onnx_builder import OPSET, GraphBuilder
+    from bark_onnx.export.sampling_head import draw_head
+
+    g = GraphBuilder("draw")
+    logits = g.input("logits", TensorProto.FLOAT, ["rows", width])
+    t = g.input("temperature", TensorProto.FLOAT, ["rows"])
+    u = g.input("uniform", TensorProto.FLOAT, ["rows"])
+    b = g.input("band", TensorProto.INT64, ["rows"]) if bands else None
+    token, _ = draw_head(g, logits, width, t, u, b, bands)
+    g.op("Identity", [token], "/out/token", outputs=["token"])
+    g.output("token", TensorProto.INT64, ["rows"])
+    return ort.InferenceSession(g.model(OPSET).SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _edge_logits(width: int, lo: int, hi: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(width + lo + hi)
+    top_heavy = rng.normal(size=width).astype(np.float32)
+    top_heavy[max(lo, hi - 300):hi] += 12  # most of the mass in the band's last columns
+    peaked = np.full(width, -300, np.float32)
+    peaked[(lo + hi) // 2] = 0  # every other column's probability is exactly 0
+    return {"flat": np.zeros(width, np.float32), "peaked": peaked, "top-heavy": top_heavy,
+            "top-heavy past the band": np.roll(top_heavy, 5)}  # mass also just outside it (EOS, codebook 1)
+
+
+STAGE_DRAWS = [  # (stage, logits columns, the graph's bands): every band of every stage
+    ("semantic", 10_001, ((0, 10_001), (0, 10_000))),
+    ("coarse", 2048, ((0, 1024), (1024, 2048))),
+    ("fine", 1024, ()),
+]
+
+
+@pytest.mark.parametrize("stage,width,bands", STAGE_DRAWS, ids=[s[0] for s in STAGE_DRAWS])
+def test_a_draw_never_leaves_its_band_nor_takes_a_token_of_probability_zero(stage, width, bands):
+    """At u = 0 and the 256 largest float32 values below 1, flat, peaked and top-heavy logits: the
+    NumPy twin and the graph take the same token, inside the band and of probability > 0."""
+    session = _draw_graph(width, bands)
+    n = len(EDGE_UNIFORMS)
+    for k, (lo, hi) in enumerate(bands or [(0, width)]):
+        for kind, row in _edge_logits(width, lo, hi).items():
+            for temperature in (1.3, 0.7):
+                t = np.full(n, temperature, np.float32)
+                x = np.tile(row, (n, 1))
+                columns = np.tile([lo, hi], (n, 1)) if bands else None
+                want, _ = S.draw_rows(x, t, EDGE_UNIFORMS, columns)
+                z = np.where((np.arange(width) >= lo) & (np.arange(width) < hi), row / np.float32(temperature),
+                             -np.inf).astype(np.float32)
+                p = np.exp(z - z.max())  # the draw's float32 probabilities, up to their sum
+                what = f"{stage} band {k} {kind} T={temperature}"
+                assert ((want >= lo) & (want < hi)).all(), what
+                assert (p[want] > 0).all(), what
+                feed = {"logits": x / np.float32(temperature), "temperature": t, "uniform": EDGE_UNIFORMS}
+                if bands:
+                    feed["band"] = np.full(n, k, np.int64)
+                np.testing.assert_array_equal(session.run(None, feed)[0], want, err_msg=what)
+            if kind == "peaked":
+                assert (want == (lo + hi) // 2).all()
+
+
+def test_the_last_column_with_mass_bounds_a_scan():
+    x = np.array([[0.5, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 2.0]], np.float32)
+    np.testing.assert_array_equal(S.last_positive(x), [0, 0, 2])
+    # u just under 1, all the mass before the band's end: the token the issue found (EOS, 10 000) never comes
+    row = np.random.default_rng(0).normal(size=10_001).astype(np.float32)
+    row[9_800:] += 12
+    tokens, _ = S.draw_rows(np.tile(row, (64, 1)), np.full(64, 1.3), EDGE_UNIFORMS[1:65], np.tile([0, 10_000], (64, 1)))
+    assert (tokens < 10_000).all()
+
+
+@pytest.fixture(scope="module")
+def fp16_model(checkpoints, tmp_path_factory):
+    from bark_onnx.export.exporter import export_model
+
+    return export_model(str(checkpoints["suno-tiny"]), tmp_path_factory.mktemp("fp16") / "model", precision="fp16",
+                        progress=False, report=lambda line: None)
+
+
+def _fp16_head(path, fine: bool):
+    """The graph from the final LayerNorm's output to the logits over T, run by ONNX's reference
+    evaluator, which computes fp16 as fp16, as a GPU does (ONNX Runtime's CPU kernels widen fp16 nodes
+    to float32, so a session on the CPU provider never overflows there)."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    model = onnx.load(str(path))
+    model.graph.value_info.append(onnx.helper.make_tensor_value_info("/ln_f/normed", onnx.TensorProto.FLOAT16, None))
+    inputs = ["/ln_f/normed", "temperature"] + (["uniform", "pred_idx", "codes"] if fine else [])
+    return ReferenceEvaluator(onnx.utils.Extractor(model).extract_model(inputs, ["logits"]))
+
+
+TINY_TEMPERATURES = (2e-5, 1e-6, 1e-3)  # 1 / T past fp16's range; the logits over T past it
+
+
+@pytest.mark.parametrize("graph", ["semantic", "fine"])
+def test_fp16_graphs_draw_tiny_temperatures_as_greedy_without_nan(fp16_model, graph):
+    fine = graph == "fine"
+    head = _fp16_head(fp16_model / f"{graph}.onnx", fine)
+    rows, width = 16, 64  # the tiny model's width
+    h = np.random.default_rng(1).normal(size=(rows, width)).astype(np.float16)
+
+    def run(t: float):
+        feed = {"/ln_f/normed": h, "temperature": np.full(1 if fine else rows, t, np.float32)}
+        if fine:
+            feed.update(uniform=np.zeros((1, rows), np.float32), pred_idx=np.array(4),
+                        codes=np.zeros((1, rows, 8), np.int64))  # only their shape is read
+        logits = head.run(None, feed)[0].reshape(rows, -1)
+        # the graph's draw of these logits over T (its twin's; u = 0.5: the token with most of the mass)
+        return logits, S.draw_rows(logits, np.full(rows, 0.0 if t == 0 else 1.0, np.float32), np.full(rows, 0.5))[0]
+
+    raw, greedy = run(0.0)
+    h = (h * np.float16(100 / np.abs(raw).max())).astype(np.float16)  # raw logits up to 100: over 1e-3, 1e5
+    raw, greedy = run(0.0)
+    for t in TINY_TEMPERATURES:
+        logits, token = run(t)
+        assert np.isfinite(logits).all(), t
+        np.testing.assert_allclose(logits * np.float32(t), raw, rtol=1e-3, atol=1e-3 * np.abs(raw).max())
+        np.testing.assert_array_equal(token, greedy, err_msg=str(t))
+
+
+def test_an_fp16_model_on_the_cpu_provider_samples_tiny_temperatures_as_greedy(fp16_model):
+    from bark_onnx import Bark
+
+    tts = Bark.load(fp16_model, providers=["cpu"])
+    try:
+        kw = dict(seed=0, max_gen_duration_s=0.4, silent=True)
+        greedy = tts.text_to_semantic("hello world", temperature=0, **kw)
+        tiny = TINY_TEMPERATURES[:2]  # the random model's logits lie within ~1: at 1e-3 it still samples
+        for t in tiny:
+            np.testing.assert_array_equal(tts.text_to_semantic("hello world", temperature=t, **kw), greedy)
+        coarse = tts.semantic_to_coarse(greedy, temperature=0, seed=0, silent=True)
+        fine = {t: tts.coarse_to_fine(coarse, temperature=t, seed=0) for t in (None, *tiny)}
+        assert all(np.array_equal(f, fine[None]) for f in fine.values())
+    finally:
+        tts.close()

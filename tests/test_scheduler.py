@@ -1,78 +1,122 @@
-"""The engine driven one `step()` at a time: admission, the work of each round, cancellation, the queue."""
+"""The engine driven one `step()` at a time: admission, runs over many rounds, background runs and the
+requests that await them, cancellation, and the bound on the requests held."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
 
 import numpy as np
 import pytest
 
-from bark_onnx import CancelledError, QueueFullError, Request
+from bark_onnx import Bark, CancelledError, QueueFullError, Request
 from bark_onnx.runtime.engine.core import Engine
 from bark_onnx.runtime.engine.scheduler import FifoPolicy, Scheduler
-from bark_onnx.runtime.stages.work import Emit, Release
+from bark_onnx.runtime.stages.work import Await, Emit, Generate, Release, Spawn
 
 
-@dataclass
-class Prefill:  # stand-ins for graph work: the fake executor answers any item
-    stage: str
-    ids: np.ndarray
+def generate(stage: str, max_new: int) -> Generate:
+    return Generate(stage, np.zeros(3, np.int64), max_new, None, None, np.zeros(max_new, np.int64))
 
 
-@dataclass
-class Step:
-    stage: str
-    token: int
+class FakeRun:
+    def __init__(self, state, item: Generate, background: bool):
+        self.state, self.left, self.background = state, item.max_new, background
+        self.tokens: list[int] = []
+        self.wake_at: int | None = None  # its owner awaits this many tokens
 
 
 class FakeExecutor:
-    """Answers every work item with a number and records each round's batch."""
+    """The executor's contract with scripted arithmetic: a Generate holds a cache row and draws one
+    token a round (the round's number), its first in the round it starts, and is answered when it
+    has drawn max_new; a Spawn's run does the same in the background while its request goes on, and
+    an Await is answered once that run has the tokens asked for, or has ended. `rounds` records what
+    stepped in each round: (request, stage) per run."""
 
     def __init__(self):
-        self.rounds: list[list[tuple[str, object]]] = []
-        self.open: dict[int, set] = {}
+        self.rounds: list[list[tuple[str, str]]] = []
+        self.runs: dict[tuple[int, str], FakeRun] = {}
+        self.rows: set[tuple[int, str]] = set()
 
     def rows_in_use(self) -> int:
-        return sum(len(v) for v in self.open.values())
+        return len(self.rows)
 
     def run(self, states):
-        batch = []
         for state in states:
             item = state.pending
-            stage = getattr(item, "stage", None)
-            if isinstance(item, Prefill):
-                state.rows[stage] = object()
-                self.open.setdefault(id(state), set()).add(stage)
-            batch.append((state.job.name, type(item).__name__))
-            state.reply, state.pending = len(self.rounds), None
-        self.rounds.append(batch)
+            if isinstance(item, (Generate, Spawn)):
+                run = item.run if isinstance(item, Spawn) else item
+                state.rows[run.stage] = (id(state), run.stage)
+                self.rows.add(state.rows[run.stage])
+                self.runs[state.rows[run.stage]] = FakeRun(state, run, isinstance(item, Spawn))
+                if isinstance(item, Spawn):
+                    state.results.pop(run.stage, None)
+                    self._answer(state, None)
+            elif isinstance(item, Await):
+                self._await(state, item)
+            else:
+                raise TypeError(f"the fake runs no {type(item).__name__}")
+        round_no, stepped = len(self.rounds), []
+        for key, run in list(self.runs.items()):
+            run.tokens.append(round_no)
+            run.left -= 1
+            stepped.append((getattr(run.state.job, "name", "?"), key[1]))
+            self._settle(key, run)
+        self.rounds.append(stepped)
         return []
 
+    def _await(self, state, item: Await) -> None:
+        if item.stage in state.results:
+            self._answer(state, (state.results[item.stage], True))
+            return
+        run = self.runs[state.rows[item.stage]]
+        if len(run.tokens) >= item.n:
+            self._answer(state, (list(run.tokens), False))
+        else:
+            run.wake_at = item.n
+
+    def _settle(self, key, run: FakeRun) -> None:
+        state = run.state
+        if run.left == 0:
+            del self.runs[key]
+            if not run.background:
+                self._answer(state, run.tokens)
+                return
+            state.results[key[1]] = run.tokens
+            if isinstance(state.pending, Await) and state.pending.stage == key[1]:
+                self._answer(state, (run.tokens, True))
+        elif run.wake_at is not None and len(run.tokens) >= run.wake_at:
+            run.wake_at = None
+            self._answer(state, (list(run.tokens), False))
+
     def release(self, state, stage):
-        if state.rows.pop(stage, None) is not None:
-            self.open[id(state)].discard(stage)
+        key = state.rows.pop(stage, None)
+        if key is not None:
+            self.rows.discard(key)
+            self.runs.pop(key, None)
 
     def release_all(self, state):
         for stage in list(state.rows):
             self.release(state, stage)
 
     def first_chunk(self, state):
-        state.first_chunk_seen = True
+        pass
+
+    @staticmethod
+    def _answer(state, reply):
+        state.reply, state.pending = reply, None
 
 
-def counter(steps: int, emit_every: int = 0):
-    """A pipeline: a prefill, then `steps` steps; emits the round it was answered in every so often."""
-    seen = [(yield Prefill("semantic", np.zeros(3, np.int64)))]
-    for i in range(steps):
-        seen.append((yield Step("semantic", i)))
-        if emit_every and (i + 1) % emit_every == 0:
-            yield Emit(np.array([seen[-1]]))
+def one_run(steps: int, emit: bool = False):
+    """A request of one decoding run of `steps` tokens; emits them as a chunk when asked to."""
+    tokens = yield generate("semantic", steps)
+    if emit:
+        yield Emit(np.array(tokens))
     yield Release("semantic")
-    return seen
+    return tokens
 
 
-def engine(max_batch=2, max_queue=2):
-    return Engine(FakeExecutor(), Scheduler(max_batch, max_queue), background=False)
+def engine(max_batch=2, max_queue=2, policy=None):
+    return Engine(FakeExecutor(), Scheduler(max_batch, max_queue, policy), background=False)
 
 
 def submit(eng, name, pipeline):
@@ -81,63 +125,217 @@ def submit(eng, name, pipeline):
     return job
 
 
-def test_a_step_admits_in_order_and_batches_the_running_requests():
-    eng = engine(max_batch=2)
-    a, b, c = (submit(eng, n, counter(2)) for n in "abc")
-    assert eng.stats()["waiting"] == 3 and eng.stats()["active"] == 0  # nothing runs before a step
-    assert eng.step()
-    assert eng.executor.rounds[-1] == [("a", "Prefill"), ("b", "Prefill")]  # c waits: two rows
-    assert eng.stats()["waiting"] == 1
-    eng.step()
-    assert eng.executor.rounds[-1] == [("a", "Step"), ("b", "Step")]
-    eng.step()
-    eng.step()  # a and b end (and free their rows) while c is admitted in the same round
-    assert a.result(0) == [0, 1, 2] and b.result(0) == [0, 1, 2]
-    assert eng.executor.rounds[-1] == [("c", "Prefill")]
+def run_all(eng) -> int:
+    rounds = 0
     while eng.step():
-        pass
+        rounds += 1
+    return rounds
+
+
+def test_runs_span_rounds_and_admission_waits_for_free_rows():
+    eng = engine(max_batch=2)
+    a, b, c = (submit(eng, n, one_run(3)) for n in "abc")
+    assert eng.stats()["waiting"] == 3 and eng.stats()["active"] == 0  # nothing runs before a step
+    eng.step()
+    assert eng.executor.rounds[-1] == [("a", "semantic"), ("b", "semantic")]  # c waits: two rows
+    eng.step()
+    assert not a.done and eng.stats()["waiting"] == 1 and eng.executor.rows_in_use() == 2
+    eng.step()  # the third token: a and b are answered, but their code runs on at the next step
+    assert not a.done
+    eng.step()  # a and b end and free their rows; c is admitted and starts in this very round
+    assert a.result(0) == [0, 1, 2] and b.result(0) == [0, 1, 2]
+    assert eng.executor.rounds[-1] == [("c", "semantic")]
+    run_all(eng)
     assert c.result(0) == [3, 4, 5]
     assert eng.stats()["completed"] == 3 and eng.stats()["rows_in_use"] == 0 and not eng.step()
 
 
-def test_chunks_reach_the_job_in_the_round_they_are_made():
+def test_a_request_s_code_runs_only_when_its_run_ends():
+    advanced = []
+
+    def counted(steps):
+        advanced.append("start")
+        tokens = yield generate("coarse", steps)
+        advanced.append("end")
+        return tokens
+
     eng = engine()
-    job = submit(eng, "a", counter(4, emit_every=2))
+    job = submit(eng, "a", counted(5))
+    for _ in range(5):
+        eng.step()
+        assert advanced == ["start"]
     eng.step()
-    eng.step()
-    eng.step()  # the second step's answer comes back and its chunk is emitted at the next advance
-    eng.step()
-    assert [int(c[0]) for c in job._chunks] == [2]
-    while eng.step():
-        pass
-    assert [int(c[0]) for c in job] == [2, 4]
+    assert advanced == ["start", "end"] and job.result(0) == [0, 1, 2, 3, 4]
 
 
-def test_cancel_frees_rows_at_the_next_step_and_a_waiting_one_at_once():
+def streamed(semantic: int, window: int, windows: int, log: list):
+    """A stream's shape: a background semantic run; coarse windows, each awaiting the semantic tokens
+    it reads, then a run of its own; the semantic tokens awaited once more at the end."""
+    yield Spawn(generate("semantic", semantic))
+    for w in range(windows):
+        tokens, ended = yield Await("semantic", (w + 1) * 2)
+        log.append(("await", len(tokens), ended))
+        coarse = yield generate("coarse", window)
+        log.append(("window", coarse))
+        yield Emit(np.array(coarse))
+    yield Release("coarse")
+    tokens, ended = yield Await("semantic", 10**6)
+    log.append(("await", len(tokens), ended))
+    yield Release("semantic")
+    return tokens
+
+
+def test_a_background_run_steps_beside_the_runs_that_await_it():
+    log = []
+    eng = engine()
+    job = submit(eng, "s", streamed(semantic=6, window=2, windows=2, log=log))
+    run_all(eng)
+    rounds = eng.executor.rounds
+    assert rounds[0] == [("s", "semantic")]  # spawned: the request goes on while its run steps
+    assert log[0] == ("await", 2, False)  # answered once the run had two tokens, not at its end
+    both = [r for r in rounds if len(r) == 2]
+    assert both and all(set(r) == {("s", "semantic"), ("s", "coarse")} for r in both)  # one call each a round
+    assert log[-1] == ("await", 6, True)  # the run had ended: all its tokens, marked ended
+    assert job.result(0) == [0, 1, 2, 3, 4, 5]
+    assert [int(c[0]) for c in job] == [w[1][0] for w in log if w[0] == "window"]
+    assert eng.stats()["rows_in_use"] == 0
+
+
+def test_an_await_of_a_run_that_already_ended_is_answered_in_its_round():
+    log = []
+    eng = engine()
+    job = submit(eng, "s", streamed(semantic=2, window=4, windows=1, log=log))
+    run_all(eng)
+    # the run ended in the round that gave the second token: the first await hears so too
+    assert log == [("await", 2, True), ("window", [2, 3, 4, 5]), ("await", 2, True)]
+    assert job.result(0) == [0, 1]
+
+
+def test_a_cancel_in_the_middle_of_runs_frees_their_rows_and_the_others_go_on():
+    eng = engine(max_batch=2, max_queue=1)
+    log = []
+    stream = submit(eng, "s", streamed(semantic=20, window=5, windows=3, log=log))
+    other = submit(eng, "o", one_run(8))
+    waiting = submit(eng, "w", one_run(2))
+    for _ in range(4):
+        eng.step()
+    assert eng.executor.rows_in_use() == 3  # the stream's two runs and the other's
+    stream.cancel()
+    assert not stream.done  # a running request ends at the next step
+    eng.step()
+    with pytest.raises(CancelledError):
+        stream.result(0)
+    assert eng.executor.rows_in_use() == 2 and ("s", "semantic") not in eng.executor.rounds[-1]
+    assert eng.executor.rounds[-1] == [("o", "semantic"), ("w", "semantic")]  # w took the freed place
+    run_all(eng)
+    assert other.result(0) == list(range(8)) and waiting.result(0) == [4, 5]
+    assert eng.stats()["cancelled"] == 1 and eng.stats()["rows_in_use"] == 0
+
+
+def test_a_waiting_request_cancelled_ends_at_once():
     eng = engine(max_batch=1, max_queue=1)
-    running = submit(eng, "a", counter(5))
-    waiting = submit(eng, "b", counter(5))
+    running, waiting = submit(eng, "a", one_run(5)), submit(eng, "b", one_run(5))
     eng.step()
-    assert eng.executor.rows_in_use() == 1
-    waiting.cancel()  # its code never ran: it ends now
+    waiting.cancel()  # its code never ran: it ends in the call
     with pytest.raises(CancelledError):
         waiting.result(0)
-    running.cancel()
-    assert not running.done  # the engine notices at its next step
-    eng.step()
-    with pytest.raises(CancelledError):
-        running.result(0)
-    assert eng.executor.rows_in_use() == 0 and eng.stats()["cancelled"] == 2 and not eng.step()
+    assert eng.stats()["waiting"] == 0
+    submit(eng, "c", one_run(1))  # its place is free again
+    run_all(eng)
+    assert running.result(0) == [0, 1, 2, 3, 4]
 
 
-def test_the_queue_is_bounded_and_a_policy_decides_who_runs():
-    eng = engine(max_batch=1, max_queue=1)
-    submit(eng, "a", counter(1))
-    eng.step()
-    submit(eng, "b", counter(1))
-    with pytest.raises(QueueFullError):
-        submit(eng, "c", counter(1))
+def test_chunks_reach_the_job_in_the_round_they_are_made():
+    eng = engine()
+    job = submit(eng, "a", one_run(3, emit=True))
+    for _ in range(3):
+        eng.step()
+        assert job.first_chunk_s is None
+    eng.step()  # the run's answer comes back and the chunk goes out at the request's next advance
+    assert job.first_chunk_s is not None
+    run_all(eng)
+    assert [c.tolist() for c in job] == [[0, 1, 2]]
 
+
+def _burst(eng, n: int) -> tuple[list, int]:
+    """n threads submit at once (a barrier) before any step; (accepted jobs, refusals)."""
+    barrier, accepted, refused, lock = threading.Barrier(n), [], [], threading.Lock()
+
+    def one(i):
+        barrier.wait()
+        try:
+            job = eng.submit(one_run(2))
+        except QueueFullError:
+            with lock:
+                refused.append(i)
+            return
+        with lock:
+            accepted.append(job)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return accepted, len(refused)
+
+
+def test_at_most_max_batch_plus_max_queue_requests_are_held_whatever_the_timing():
+    eng = engine(max_batch=2, max_queue=2)
+    accepted, refused = _burst(eng, 40)  # all before the first step: none runs yet
+    assert len(accepted) == 4 and refused == 36
+    eng.step()  # two run, two wait: still four held
+    with pytest.raises(QueueFullError, match="max_batch 2 \\+ max_queue 2"):
+        eng.submit(one_run(1))
+    run_all(eng)
+    assert all(job.result(0) for job in accepted)
+    more, refused = _burst(eng, 10)
+    assert len(more) == 4 and refused == 6  # the places come back as requests end
+
+
+def test_a_burst_on_a_real_model_holds_its_bound(model_dirs):
+    """Bark.load(..., background=False): threads submit at once, the caller steps the engine."""
+    tts = Bark.load(model_dirs["suno-tiny"], max_batch=2, max_queue=2, background=False)
+    request = Request.make("hello world", seed=0, max_gen_duration_s=0.3, stream=True)
+    barrier, jobs, refused, lock = threading.Barrier(16), [], [], threading.Lock()
+
+    def one():
+        barrier.wait()
+        try:
+            job = tts.submit(request)
+        except QueueFullError as err:
+            with lock:
+                refused.append(err)
+            return
+        with lock:
+            jobs.append(job)
+
+    threads = [threading.Thread(target=one) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(jobs) == 4 and len(refused) == 12 and tts.stats()["waiting"] == 4
+    while tts.step():
+        pass
+    results = [job.result(0) for job in jobs]
+    assert all(np.array_equal(r.audio, results[0].audio) for r in results)  # one seed: one audio
+    assert tts.stats()["rows_in_use"] == 0
+    held = [tts.submit(request) for _ in range(3)]
+    tts.step()
+    tts.close()  # nothing would step them again: a manual model's close ends what it holds
+    for job in held:
+        with pytest.raises(CancelledError, match="closed"):
+            job.result(0)
+    assert tts.stats()["rows_in_use"] == 0 and tts.stats()["cancelled"] == 3
+
+
+def test_step_is_for_a_model_that_does_not_step_itself(tts):
+    with pytest.raises(ValueError, match="background=False"):
+        tts["suno-tiny"].step()
+
+
+def test_a_policy_decides_who_runs():
     class NewestFirst(FifoPolicy):
         def admit(self, waiting, running, max_batch):
             picked = []
@@ -145,37 +343,40 @@ def test_the_queue_is_bounded_and_a_policy_decides_who_runs():
                 picked.append(waiting.pop())
             return picked
 
-    eng = Engine(FakeExecutor(), Scheduler(1, 4, NewestFirst()), background=False)
+    eng = engine(max_batch=1, max_queue=4, policy=NewestFirst())
     for name in "xyz":
-        submit(eng, name, counter(0))
+        submit(eng, name, one_run(1))
     eng.step()
-    assert eng.executor.rounds[-1] == [("z", "Prefill")]
+    assert eng.executor.rounds[-1] == [("z", "semantic")]
 
 
 def test_a_failing_request_fails_alone():
     def broken():
-        yield Prefill("semantic", np.zeros(3, np.int64))
+        yield generate("semantic", 2)
         raise ValueError("a bug in one request")
 
     eng = engine()
-    bad, good = submit(eng, "bad", broken()), submit(eng, "good", counter(2))
-    while eng.step():
-        pass
+    bad, good = submit(eng, "bad", broken()), submit(eng, "good", one_run(3))
+    run_all(eng)
     with pytest.raises(ValueError, match="a bug"):
         bad.result(0)
-    assert good.result(0) == [0, 1, 2] and eng.stats()["failed"] == 1
+    assert good.result(0) == [0, 1, 2] and eng.stats()["failed"] == 1 and eng.stats()["rows_in_use"] == 0
 
 
-def test_a_real_request_stepped_by_hand_equals_the_engine_threads(tiny_engine):
-    """The model's own executor under an engine that only steps when told: the same Generation."""
+def test_a_real_request_stepped_by_hand_equals_the_engine_thread(model_dirs, tiny_engine):
+    """A model that steps only when told gives the Generation of one that steps itself."""
     request = Request.make("hello world", "announcer", seed=4, max_gen_duration_s=0.6)
     expected = tiny_engine.submit(request).result(timeout=300)
-    eng = Engine(tiny_engine.engine.executor, Scheduler(4, 0), background=False)
-    job = eng.submit(tiny_engine._pipeline(request))
+    manual = Bark.load(model_dirs["suno-tiny"], max_batch=4, background=False)
+    job = manual.submit(request)
     rounds = 0
-    while eng.step():
+    while manual.step():
         rounds += 1
     got = job.result(0)
     for field in ("semantic", "coarse", "fine", "audio"):
         np.testing.assert_array_equal(getattr(got, field), getattr(expected, field))
-    assert rounds >= len(got.semantic) and tiny_engine.stats()["rows_in_use"] == 0
+    assert rounds >= len(got.semantic) and manual.stats()["rows_in_use"] == 0
+    # the shorthands step a manual model themselves, in the caller's thread
+    np.testing.assert_array_equal(manual.generate("hello world", "announcer", seed=4, max_gen_duration_s=0.6,
+                                                  silent=True), expected.audio)
+    manual.close()

@@ -205,3 +205,26 @@ def test_api_key(tiny_engine):
         audio = openai_client(server.url, "sekret").audio.speech.create(
             model="bark", voice="announcer", input="hi", response_format="pcm", extra_body=REQUEST).content
         assert len(audio) > 0
+
+
+def test_the_server_package_example_runs_as_written(model_dirs, tmp_path, monkeypatch):
+    """bark_onnx.server's docstring example, run from a folder where its model path exists."""
+    import textwrap
+
+    from fastapi.testclient import TestClient
+
+    import bark_onnx.server
+
+    lines = bark_onnx.server.__doc__.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("    "))
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("    "))
+    (tmp_path / "bark-small-onnx").symlink_to(model_dirs["suno-tiny"], target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(textwrap.dedent("\n".join(lines[start:end])), namespace)
+    app = namespace["app"]
+    try:
+        models = TestClient(app).get("/v1/models").json()
+        assert models["data"][0]["id"] == "bark-small"
+    finally:
+        app.state.bark.tts.close()

@@ -113,6 +113,55 @@ def test_oversized_body_unknown_route_and_wrong_method(served):
     assert _error(httpx.get(f"{served.url}/v1/audio/speech"), 405)["code"] == "method_not_allowed"
 
 
+HEADERS = {  # what a hostile client may send
+    "one of 800 KB": {"x-big": "a" * 800_000},
+    "150 of them": {f"x-h{i}": "1" for i in range(150)},
+    "90 of 400 bytes": {f"x-h{i}": "b" * 400 for i in range(90)},  # under the count, over the bytes
+}
+
+
+@pytest.mark.parametrize("headers", HEADERS.values(), ids=HEADERS.keys())
+def test_oversized_request_headers_are_431s_that_say_the_limit(served, headers):
+    from bark_onnx.server.middleware import MAX_HEADER_BYTES, MAX_HEADERS
+
+    calls = len(served.tts.calls)
+    error = _error(httpx.post(f"{served.url}/v1/audio/speech", json=GOOD, headers=headers, timeout=60), 431)
+    assert error["code"] == "request_headers_too_large"
+    assert f"at most {MAX_HEADERS} are accepted" in error["message"] or str(MAX_HEADER_BYTES) in error["message"]
+    assert len(served.tts.calls) == calls  # refused before any work
+    assert httpx.get(f"{served.url}/health", headers={f"x-h{i}": "c" * 100 for i in range(60)}).status_code == 200
+
+
+def test_a_burst_gets_429s_beyond_what_the_engine_holds(model_dirs):
+    """Threads post at once (a barrier) to a server whose model steps only when the test says so: two
+    requests are held (max_batch 1 + max_queue 1), the others get 429 with Retry-After at once, and the
+    two held ones end with their audio once the engine is stepped."""
+    tts = Bark.load(model_dirs["suno-tiny"], max_batch=1, max_queue=1, background=False)
+    n, answers, barrier = 8, [], threading.Barrier(8)
+    settings = ServerSettings(served_model_name="suno-tiny", request_timeout=300, retry_after=3)
+    try:
+        with LiveServer(create_app(tts, settings)) as server:
+            def post():
+                barrier.wait()
+                answers.append(httpx.post(f"{server.url}/v1/audio/speech", json=GOOD, timeout=300))
+
+            threads = [threading.Thread(target=post) for _ in range(n)]
+            for t in threads:
+                t.start()
+            until(lambda: len(answers) == n - 2 and tts.stats()["waiting"] == 2, 60, "six 429s, two held")
+            while tts.step():
+                pass
+            for t in threads:
+                t.join(300)
+        refused = [a for a in answers if a.status_code == 429]
+        assert len(refused) == n - 2 and all(a.headers["retry-after"] == "3" for a in refused)
+        assert all(a.json()["error"]["code"] == "queue_full" for a in refused)
+        done = [a for a in answers if a.status_code == 200]
+        assert len(done) == 2 and all(np.frombuffer(a.content, "<i2").size > 0 for a in done)
+    finally:
+        tts.close()
+
+
 def test_a_failure_inside_one_request_is_a_logged_500_and_the_others_go_on(served, caplog):
     url = f"{served.url}/v1/audio/speech"
     results = {}

@@ -39,7 +39,7 @@ from bark_onnx.runtime.constants import SEMANTIC_EOS_TOKEN
 from bark_onnx.runtime.model.config import GPTConfig, GraphInfo
 
 from .onnx_builder import MS_DOMAIN, OPSET, GraphBuilder
-from .sampling_head import draw_head, scale_by_temperature
+from .sampling_head import draw_head, float_logits_over_temperature, hidden_over_temperature
 
 INT64_MAX = np.iinfo(np.int64).max
 
@@ -341,17 +341,18 @@ def build_causal(cfg: GPTConfig, state: dict, stage: str, logits_range: tuple[in
     h = blocks.stack(blocks.to_rows(x, D, "/embed/rows"), layers, attention, final,
                      last_only=not step_only)  # (B, D): a step's one position or a prefill's last
     # the draw of each row's next token (sampling_head.py): its input id, and P(EOS) in the semantic graph.
-    # The temperature scales the hidden state (D columns) rather than the logits (n columns): the logits
+    # The temperature scales the hidden state (D columns) rather than the logits (n columns), in float32
+    # graphs (fp16 ones scale their logits in float32, sampling_head.py): the logits
     # are those over T, raw where T is 0 (greedy, and what a caller that wants raw logits feeds).
     temperature = g.input("temperature", TensorProto.FLOAT, ["batch"])
     uniform = g.input("uniform", TensorProto.FLOAT, ["batch"])
     band = g.input("band", TensorProto.INT64, ["batch"])  # an index into `bands`
-    h = g.op("Mul", [h, scale_by_temperature(g, temperature)], "/lm_head/over_t")
+    h = hidden_over_temperature(g, h, temperature, "/lm_head")
     head = _np(state, "lm_head.weight")[start:stop].T  # (D, n): only the columns the loop reads
     fp32 = g.dtype == np.float32
     logits = blocks.matmul(h, head, "/lm_head", "lm_head.weight", out="logits" if fp32 else None)  # (B, n)
     if not fp32:
-        logits = g.op("Cast", [logits], "/lm_head/float", outputs=["logits"], to=TensorProto.FLOAT)
+        logits = float_logits_over_temperature(g, logits, temperature, "/lm_head", output="logits")
     bands = draw_bands(stage, start, stop)
     token, eos_p = draw_head(g, logits, stop - start, temperature, uniform, band, bands,
                              eos=SEMANTIC_EOS_TOKEN - start if stage == "semantic" else None)
@@ -445,10 +446,10 @@ def build_fine(cfg: GPTConfig, state: dict, n_logits: int, fused: bool = True,
     row_t = g.op("Reshape", [g.op("Expand", [g.op("Unsqueeze", [temperature, g.const([1])], "/draw/t_per_row"),
                                              g.op("Shape", [uniform], "/draw/lead")], "/draw/t_rows"),
                              g.const([-1])], "/draw/t_flat")  # (B * T,)
-    h = g.op("Mul", [h, scale_by_temperature(g, row_t)], "/head/over_t")
+    h = hidden_over_temperature(g, h, row_t, "/head")
     logits = g.op("MatMul", [h, g.op("Transpose", [rows], "/head/t", perm=[1, 0])], "/head/logits")
     if g.dtype != np.float32:
-        logits = g.op("Cast", [logits], "/head/float", to=TensorProto.FLOAT)  # (B * T, n_logits)
+        logits = float_logits_over_temperature(g, logits, row_t, "/head")  # (B * T, n_logits)
     g.op("Reshape", [logits, blocks.lead_shape(n_logits)], "/head/sequences", outputs=["logits"])  # (B, T, n)
     flat_u = g.op("Reshape", [uniform, g.const([-1])], "/draw/u_flat")
     token, _ = draw_head(g, logits, n_logits, row_t, flat_u, None)

@@ -3,7 +3,8 @@
 Per row r (a sequence of a causal graph, or a position of a fine window):
 
     z = logits / temperature_r + bands[band_r]      (a band's columns 0, the others -inf; T = 1 when greedy;
-                                                     the graphs scale the hidden state before the head by 1 / T)
+                                                     float32 graphs scale the hidden state before the head by
+                                                     1 / T, fp16 ones their logits after it, in float32)
     temperature_r == 0:  token = argmax z            (greedy: the first largest)
     otherwise:           p = softmax(z); token = the first column whose cumulative p exceeds u_r * sum(p)
     eos_p_r = p[eos]     (semantic only: the P(EOS) of Bark's min_eos_p rule; 0 or 1 when greedy)
@@ -18,6 +19,8 @@ the GPT step of a small model):
     z (R, n) ─blocks─> (R, nb, bs) ─ReduceMax─> (R, nb) ─ArgMax─> block ─GatherElements─> (R, bs) ─ArgMax─> greedy
     p (R, n) ─blocks─> (R, nb, bs) ─ReduceSum─> (R, nb) ─CumSum─> block cdf ─count <= u * total─> block
              ─GatherElements─> (R, bs) ─CumSum + the blocks before─> count <= u * total ─> column
+    each count at most the last block (column) of positive mass: a draw never takes a column of
+    probability 0, hence never one outside its band, whatever u in [0, 1) and the rounding
 
 kernels/sampling.py has the same arithmetic in NumPy (`draw_rows`), the reference the
 tests compare with. Everything is float32 and standard ONNX ops, so the graph runs on
@@ -44,21 +47,38 @@ def band_table(n: int, bands: tuple[tuple[int, int], ...]) -> np.ndarray:
 
 
 def scale_by_temperature(g: GraphBuilder, temperature: str, name: str = "/draw") -> str:
-    """(R, 1) of the graph's float type: 1 / T per row, and 1 where T is 0 (greedy). Multiplying the
-    hidden state by it before the head gives the logits over T at the cost of D columns, not n."""
+    """(R, 1) float32: 1 / T per row, and 1 where T is 0 (greedy)."""
     zero, one = g.const(0.0, np.float32), g.const(1.0, np.float32)
     t = g.op("Where", [g.op("Greater", [temperature, zero], f"{name}/t_positive"), temperature, one], f"{name}/t")
-    inverse = g.op("Div", [one, g.op("Unsqueeze", [t, g.const([1])], f"{name}/t_col")], f"{name}/inverse_t")
+    return g.op("Div", [one, g.op("Unsqueeze", [t, g.const([1])], f"{name}/t_col")], f"{name}/inverse_t")
+
+
+def hidden_over_temperature(g: GraphBuilder, h: str, temperature: str, name: str) -> str:
+    """The hidden state (R, D) that goes into the head. A float32 graph scales it by 1 / T there,
+    which gives the logits over T at the cost of D columns, not n. A graph of a smaller float type
+    leaves it as it is and scales its logits in float32 after the head
+    (float_logits_over_temperature): in fp16, 1 / T overflows below T ~ 1.5e-5 and the logits over
+    T near T = 1e-3, and an infinite logit turns the softmax into NaN."""
     if g.dtype != np.float32:
-        inverse = g.op("Cast", [inverse], f"{name}/inverse_t_cast", to=g.float_type)
-    return inverse
+        return h
+    return g.op("Mul", [h, scale_by_temperature(g, temperature)], f"{name}/over_t")
+
+
+def float_logits_over_temperature(g: GraphBuilder, logits: str, temperature: str, name: str,
+                                  output: str | None = None) -> str:
+    """The head's logits (R, n) in float32 over T, from a graph of a smaller float type (a float32
+    graph's are so already, see hidden_over_temperature): cast, then scaled in float32, which holds
+    the logits over any temperature that is not greedy (kernels.sampling.is_greedy)."""
+    logits = g.op("Cast", [logits], f"{name}/float", to=TensorProto.FLOAT)
+    return g.op("Mul", [logits, scale_by_temperature(g, temperature)], f"{name}/over_t",
+                outputs=[output] if output else 1)
 
 
 def draw_head(g: GraphBuilder, z: str, n: int, temperature: str, uniform: str, band: str | None,
               bands: tuple[tuple[int, int], ...] = (), eos: int | None = None,
               name: str = "/draw") -> tuple[str, str | None]:
     """Tokens (R,) int64 column indices drawn from z (R, n) float32, the logits over the temperature
-    (see scale_by_temperature), and P(eos) (R,) when `eos`.
+    (see hidden_over_temperature), and P(eos) (R,) when `eos`.
 
     temperature (R,) float32 (0: greedy), uniform (R,) float32, band (R,) int64 an index into
     `bands` (the columns [lo, hi) each band may take), or None for every column."""
@@ -100,16 +120,30 @@ def draw_head(g: GraphBuilder, z: str, n: int, temperature: str, uniform: str, b
         return g.op("Cast", [g.op("ReduceSum", [below, g.const([1])], f"{name}/{what}_count", keepdims=0)],
                     f"{name}/{what}_count_int", to=TensorProto.INT64)
 
-    # rounding can leave u * total at the total: the draw then falls in the last block, at its last column
-    block = g.op("Min", [count_below(block_cdf, "block"), g.const(nb - 1)], f"{name}/block")
+    def last_positive(x: str, what: str) -> str:  # (R, m) -> (R,) int64, kernels' twin (0 when none)
+        positive = g.op("Cast", [g.op("Greater", [x, zero], f"{name}/{what}_positive")], f"{name}/{what}_positive_f",
+                        to=TensorProto.FLOAT)
+        # columns with a positive value at or after them: as many as the last positive column's index + 1
+        ahead = g.op("CumSum", [positive, g.const(1)], f"{name}/{what}_positive_ahead", reverse=1)
+        count = g.op("ReduceSum", [g.op("Cast", [g.op("Greater", [ahead, zero], f"{name}/{what}_before_last")],
+                                        f"{name}/{what}_before_last_f", to=TensorProto.FLOAT), g.const([1])],
+                     f"{name}/{what}_up_to_last", keepdims=0)
+        last = g.op("Sub", [g.op("Cast", [count], f"{name}/{what}_up_to_last_int", to=TensorProto.INT64),
+                            g.const(1)], f"{name}/{what}_last")
+        return g.op("Max", [last, g.const(0)], f"{name}/{what}_last_or_first")
+
+    # rounding can leave u * total at or past every cumulative sum (u just under 1, or a block whose own
+    # sum falls short of the total's): each scan then stops at the last block, and the last column, that
+    # has probability, never after it (a column outside the band, or of probability 0)
+    block = g.op("Min", [count_below(block_cdf, "block"), last_positive(mass, "block")], f"{name}/block")
     # the mass of the blocks before the chosen one: the block cdf shifted right by one column
     starts = g.op("Concat", [g.op("Mul", [total, zero], f"{name}/zero_col"), block_cdf], f"{name}/block_starts",
                   axis=1)  # (R, nb + 1)
     before = g.op("GatherElements", [starts, g.op("Unsqueeze", [block, g.const([1])], f"{name}/block_col")],
                   f"{name}/before", axis=1)  # (R, 1)
-    local = g.op("Add", [g.op("CumSum", [in_block(p3, block, "cdf"), g.const(1)], f"{name}/local_cdf"), before],
-                 f"{name}/cdf")
-    column = g.op("Min", [count_below(local, "column"), g.const(bs - 1)], f"{name}/column")
+    block_p = in_block(p3, block, "cdf")  # (R, bs)
+    local = g.op("Add", [g.op("CumSum", [block_p, g.const(1)], f"{name}/local_cdf"), before], f"{name}/cdf")
+    column = g.op("Min", [count_below(local, "column"), last_positive(block_p, "column")], f"{name}/column")
     sampled = g.op("Add", [g.op("Mul", [block, g.const(bs)], f"{name}/block_start"), column], f"{name}/inverse_cdf")
     token = g.op("Where", [sampled_rows, sampled, greedy], f"{name}/token")
     if eos is None:

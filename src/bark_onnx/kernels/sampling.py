@@ -29,8 +29,9 @@ U_MAX32 = np.nextafter(np.float32(1), np.float32(0))
 
 
 def is_greedy(temperature: float | None) -> bool:
-    """0 or None. So is a temperature so small that logits / T would overflow: its draws are the
-    argmax anyway, since the noise vanishes beside the scaled logits."""
+    """0 or None. So is a temperature so small that logits / T would overflow float32: its draws are
+    the argmax anyway, since the noise vanishes beside the scaled logits. A float32 bound for every
+    graph: fp16 graphs scale their logits by 1 / T in float32 too (export/sampling_head.py)."""
     return temperature is None or temperature < 1e-30
 
 
@@ -63,13 +64,23 @@ def block_shape(n: int) -> tuple[int, int]:
     return best, n // best
 
 
+def last_positive(x: np.ndarray) -> np.ndarray:
+    """(R,) int64: the last index of each row of x (R, m) that holds a positive value (0 if none).
+
+    A scan stops there when rounding leaves u * total at or past every cumulative sum (u just under
+    1, or a block's own sum that falls short of the total's): the draw then takes the last token
+    that has probability, never a column after it (outside the band, or of probability 0)."""
+    return np.max(np.where(x > 0, np.arange(x.shape[1]), 0), axis=1)
+
+
 def draw_rows(logits: np.ndarray, temperature, uniform, band: np.ndarray | None = None,
               eos: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """The graphs' draw in float32: tokens (R,) column indices, and P(eos) (R,) when `eos` is given.
 
     logits (R, V); temperature (R,) (0: greedy); uniform (R,); band (R, 2): the columns [lo, hi) a
     row draws from (None: all). P(eos) is 0 or 1 for a greedy row (the T -> 0 limit). The
-    arithmetic is export/sampling_head.py's, by blocks of columns (see there)."""
+    arithmetic is export/sampling_head.py's, by blocks of columns (see there). For every u in [0, 1)
+    the token has probability > 0, so it lies in the row's band (see last_positive)."""
     x = np.asarray(logits, dtype=np.float32)
     rows, n = x.shape
     nb, bs = block_shape(n)
@@ -92,10 +103,11 @@ def draw_rows(logits: np.ndarray, temperature, uniform, band: np.ndarray | None 
     mass = p3.sum(axis=2, dtype=np.float32)
     block_cdf = np.cumsum(mass, axis=1, dtype=np.float32)
     threshold = (u * block_cdf[:, -1]).astype(np.float32)[:, None]
-    block = np.minimum(np.count_nonzero(block_cdf <= threshold, axis=1), nb - 1)
+    block = np.minimum(np.count_nonzero(block_cdf <= threshold, axis=1), last_positive(mass))
     before = np.concatenate([np.zeros((rows, 1), np.float32), block_cdf], axis=1)[r, block][:, None]
-    local = np.cumsum(p3[r, block], axis=1, dtype=np.float32) + before
-    column = np.minimum(np.count_nonzero(local <= threshold, axis=1), bs - 1)
+    in_block = p3[r, block]
+    local = np.cumsum(in_block, axis=1, dtype=np.float32) + before
+    column = np.minimum(np.count_nonzero(local <= threshold, axis=1), last_positive(in_block))
     tokens = np.where(sampled, block * bs + column, greedy).astype(np.int64)
     if eos is None:
         return tokens, None

@@ -6,6 +6,8 @@ One primitive, `submit(Request) -> Job`, and shorthands over it:
     tts.generate(text, ...)  float32 audio (or Bark's (prompt, audio) with output_full=True)
     tts.stream(text, ...)    a streaming Job
     tts.synthesize(text,...) the whole Generation: audio, every stage's tokens, timings
+    tts.step()               one round of every request in flight, for a model loaded with
+                             background=False (nothing runs until it is called)
 
 The shorthands take `Request.make`'s keywords. A request is built and checked in
 the caller's thread (so bad input fails at once); the model loads its voice and
@@ -73,7 +75,9 @@ class Bark:
 
     def __init__(self, model_dir: Path, config: ModelConfig, placement: Placement, max_batch: int = DEFAULT_MAX_BATCH,
                  max_queue: int = DEFAULT_MAX_QUEUE, offline: bool = False, cuda_graph: bool | None = None,
-                 fine_batch: int | None = None, codec_batch: int | None = None):
+                 fine_batch: int | None = None, codec_batch: int | None = None, background: bool = True):
+        if not isinstance(background, bool):
+            raise InputError(f"background must be True or False, got {background!r}", param="background")
         scheduler = Scheduler(max_batch, max_queue)  # checks both limits
         self.model_dir = model_dir
         self.config = config
@@ -91,7 +95,7 @@ class Bark:
         fine_batch = batch if fine_batch is None else fine_batch
         codec_batch = batch if codec_batch is None else codec_batch
         self.engine = Engine(Executor(self.decoders, self.sessions["fine"], self.sessions["codec"], fine_batch,
-                                      codec_batch), scheduler)
+                                      codec_batch), scheduler, background)
         self.text = TextEncoder(model_dir / config.tokenizer)
         self.voices = VoiceLibrary(model_dir / VOICES_DIR, use_hub=not is_offline(offline))
 
@@ -116,7 +120,7 @@ class Bark:
     @classmethod
     def load(cls, model: str | Path, providers=None, threads: int | None = None, *, max_batch: int = DEFAULT_MAX_BATCH,
              max_queue: int = DEFAULT_MAX_QUEUE, offline: bool = False, cuda_graph: bool | None = None,
-             fine_batch: int | None = None, codec_batch: int | None = None) -> Bark:
+             fine_batch: int | None = None, codec_batch: int | None = None, background: bool = True) -> Bark:
         """Load a model directory made by `bark-onnx export`, or one from the Hugging Face hub ("org/name").
 
         providers: None (CUDA where it starts, then the CPU), or names such as ["cuda", "cpu"]
@@ -128,11 +132,16 @@ class Bark:
         and stream codec chunks of concurrent requests that run as one call, always padded to this
         many rows, so a request's audio does not depend on its neighbours (default: 4, at most
         max_batch, on a GPU; 1 on the CPU, where a lone request would pay for the padding).
+        background: False runs nothing until the caller calls `step()` (one round of every request in
+        flight), in the caller's thread: for tests and for callers that drive the engine themselves.
+        `generate`, `synthesize` and the stage methods then step it until their own requests end;
+        a job from `submit` or `stream` advances only as `step()` is called.
         """
         model_dir = resolve_model_dir(model, offline)
         config = ModelConfig.load(model_dir)
         placement = make_placement(providers, threads)
-        tts = cls(model_dir, config, placement, max_batch, max_queue, offline, cuda_graph, fine_batch, codec_batch)
+        tts = cls(model_dir, config, placement, max_batch, max_queue, offline, cuda_graph, fine_batch, codec_batch,
+                  background)
         logger.info("bark-onnx: %s graphs on %s (%d threads)", config.precision,
                     ", ".join(p.replace("ExecutionProvider", "") for p in tts.active_providers()), placement.threads)
         return tts
@@ -147,8 +156,18 @@ class Bark:
         """Requests waiting and in flight, cache rows in use, and how many completed, failed or were cancelled."""
         return self.engine.stats()
 
+    def step(self) -> bool:
+        """One round of the engine: admit waiting requests, advance every running one by one piece of
+        graph work (a decoding step, a window, a chunk). Returns False when no request was waiting or
+        running. For a model loaded with background=False; with the engine's own thread running,
+        refused (two threads must not step one engine)."""
+        if self.engine.background:
+            raise InputError("step() drives a model loaded with background=False; this one steps itself")
+        return self.engine.step()
+
     def close(self, timeout: float | None = None) -> None:
-        """Finish the requests in flight (up to `timeout` s, then cancel them) and stop the engine."""
+        """Finish the requests in flight (up to `timeout` s, then cancel them) and stop the engine
+        (with background=False, cancel them at once)."""
         self.engine.close(timeout)
 
     def __enter__(self) -> Bark:
@@ -234,6 +253,9 @@ class Bark:
         try:
             for pipeline in pipelines:
                 jobs.append(self.engine.submit(pipeline))
+            if not self.engine.background:  # nothing else steps this engine: the caller's thread does
+                while not all(job.done for job in jobs) and self.engine.step():
+                    pass
             return [job.result() for job in jobs]
         finally:
             for job in jobs:

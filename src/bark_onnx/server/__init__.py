@@ -2,12 +2,13 @@
 
     from bark_onnx import Bark
     from bark_onnx.server import ServerSettings, create_app
-    app = create_app(Bark.load("bark-small-onnx"), ServerSettings(model_name="bark-small"))
+    app = create_app(Bark.load("bark-small-onnx"), ServerSettings(served_model_name="bark-small"))
 
 `create_app` builds the FastAPI app around a loaded model and never starts or
 closes it: whoever owns the model (the `serve` command, or a replica of a
 deployment that mounts the same app) loads it first and closes it after.
-Importing this package needs no FastAPI; `create_app` does.
+Importing this package needs no FastAPI; `create_app` does. (tests/test_server.py runs the
+example above as written.)
 """
 
 from __future__ import annotations

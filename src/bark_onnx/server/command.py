@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0: every interface)")
     p.add_argument("--port", type=int, help="port (default 8000; 0: any free port, the one taken is printed)")
     p.add_argument("--max-batch", type=int, help="requests generated together (default 8)")
-    p.add_argument("--max-queue", type=int, help="requests that may wait beyond those, more get 429 (default 64)")
+    p.add_argument("--max-queue", type=int, help="requests that may wait beyond those; past both, 429 (default 64)")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 (default: $BARK_ONNX_API_KEY)")
     p.add_argument("--max-input-chars", type=int, help="longest input accepted (default 4096, OpenAI's)")
     p.add_argument("--request-timeout", type=float,

@@ -1,5 +1,5 @@
-"""The ASGI layer around every request: body size limit, instance header, request metrics, and a 500
-with OpenAI's error body for whatever a request raises unexpectedly (logged; the others go on)."""
+"""The ASGI layer around every request: header and body size limits, instance header, request metrics,
+and a 500 with OpenAI's error body for whatever a request raises unexpectedly (logged; the others go on)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,23 @@ from .metrics import Metrics
 from .settings import INSTANCE_HEADER
 
 logger = logging.getLogger(__name__)
+
+# Request headers: at most this many, and this many bytes of names and values in all; more get a 431.
+# OpenAI's client sends about 15 headers (under 1 KiB, a key included); common proxies take 8 to 32 KiB.
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 32 * 1024
+ERROR_CODES = {413: "request_too_large", 431: "request_headers_too_large"}
+
+
+def header_problem(headers) -> str | None:
+    """Why a request's headers are refused (too many, too large in all), or None."""
+    if len(headers) > MAX_HEADERS:
+        return f"the request has {len(headers)} headers; at most {MAX_HEADERS} are accepted"
+    size = sum(len(name) + len(value) for name, value in headers)
+    if size > MAX_HEADER_BYTES:
+        return (f"the request's headers take {size} bytes; at most {MAX_HEADER_BYTES} bytes of header names "
+                "and values are accepted")
+    return None
 
 
 class StreamCut(Exception):
@@ -29,6 +46,11 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         state = {"status": None, "started": False}
+        problem = header_problem(scope.get("headers") or [])
+        if problem is not None:
+            await self._error(send, state, 431, problem)
+            self._count(scope, state)
+            return
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             await self._error(send, state, 413, f"the request body is larger than {self.max_body} bytes")
@@ -64,7 +86,7 @@ class Guard:
 
     async def _error(self, send, state, status: int, message: str) -> None:
         kind = "server_error" if status >= 500 else "invalid_request_error"
-        code = "request_too_large" if status == 413 else "internal_error"
+        code = ERROR_CODES.get(status, "internal_error")
         body = json.dumps(error_body(message, kind, None, code)).encode()
         state["status"], state["started"] = status, True
         await send({"type": "http.response.start", "status": status,

@@ -11,10 +11,12 @@ piece of graph work at a time. `Engine.step()` runs one round:
     deliver     results go back into each request at its next advance; chunks and ends to its Job
 
 A background thread calls `step()` while there is work (`Engine(..., background=False)`
-leaves that to the caller, as tests do). A request joins when it is admitted and
-leaves at its own end; the others never wait for it. Its random streams, cache
-rows and results are its own, so a seeded request gives the same tokens alone or
-among others. A cancelled request frees its cache rows at the next step.
+leaves that to the caller: `Bark.load(..., background=False)` then `tts.step()`). A
+request joins when it is admitted and leaves at its own end; the others never wait
+for it. Its random streams, cache rows and results are its own, so a seeded request
+gives the same tokens alone or among others. A cancelled request frees its cache
+rows at the next step. At most max_batch + max_queue requests are held at once
+(scheduler.py).
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class Engine:
         return self.scheduler.max_queue
 
     def submit(self, pipeline: Generator) -> Job:
-        """Queue a pipeline; raises QueueFullError when max_queue requests already wait."""
+        """Queue a pipeline; raises QueueFullError when max_batch + max_queue requests are already
+        held (waiting and running together)."""
         with self._lock:
             try:
                 if self._closing:
@@ -100,12 +103,14 @@ class Engine:
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting work, let the admitted and waiting requests finish (up to `timeout`
-        seconds), then cancel what is left."""
+        seconds), then cancel what is left. An engine the caller steps (background=False) cancels
+        them at once: nothing would finish them."""
         with self._lock:
             self._closing = True
             self._lock.notify_all()
             thread = self._thread
-        if thread is None:
+        if thread is None:  # no thread steps this engine (background=False): what it holds ends now
+            self._cancel_held()
             return
         thread.join(timeout)
         if thread.is_alive():
@@ -114,6 +119,14 @@ class Engine:
                     state.job.cancelled = True
                 self._lock.notify_all()
             thread.join()
+
+    def _cancel_held(self) -> None:
+        with self._lock:
+            held = [*self.scheduler.running, *self.scheduler.waiting]
+            self.scheduler.waiting.clear()
+        for state in held:
+            self._end(state, error=CancelledError("the model was closed before the request ended"),
+                      counted="cancelled")
 
     # ------------------------------------------------------------ one round
 

@@ -36,6 +36,7 @@ import ctypes
 import logging
 import mmap
 import sys
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -97,18 +98,23 @@ class Draw:
 
 class Out:
     """A call's result for the rows asked for: token ids drawn (n,), P(EOS) (n,) (semantic graphs),
-    and the logits (n, V), fetched only when read."""
+    and the logits (n, V), fetched only when read: from the call's output buffer while it holds
+    them, read earlier when the buffer is about to be written again (see _LastOut)."""
 
-    __slots__ = ("token", "eos_p", "_logits", "_fetch")
+    __slots__ = ("token", "eos_p", "_logits", "_fetch", "__weakref__")
 
     def __init__(self, token: np.ndarray, eos_p: np.ndarray | None, fetch: Callable[[], np.ndarray]):
         self.token, self.eos_p, self._fetch, self._logits = token, eos_p, fetch, None
 
     @property
     def logits(self) -> np.ndarray:
+        self.keep()
+        return self._logits
+
+    def keep(self) -> None:
+        """Read the logits now, before the buffer they are in is written by a later call."""
         if self._logits is None:
             self._logits = self._fetch()
-        return self._logits
 
     @staticmethod
     def join(outs: list[Out]) -> Out:
@@ -332,9 +338,11 @@ class CausalDecoder:
                               else self.merge_ids(all_ids.shape[1], [None] * len(all_ids)))
         io.bind_cpu_input("past_length", all_past)
         _bind_draw(io, full)
+        b.last.before_call()  # a one-row call may share the binding of an earlier call of its group
         self.session.run_with_iobinding(io)
         at = rows - lo
-        return Out(b.token[at], None if b.eos_p is None else b.eos_p[at], lambda: b.read_logits()[at])
+        return b.last.hand(Out(b.token[at], None if b.eos_p is None else b.eos_p[at],
+                               lambda: b.read_logits()[at]))
 
     def _run_concat(self, seq: Sequence, ids, merge, draw: Draw, fresh: bool) -> Out:
         b = _Binding(self.session.io_binding(), 1, self.info.logits_size, self.has_eos, self.device)
@@ -354,13 +362,34 @@ class CausalDecoder:
         return Out(b.token.copy(), None if b.eos_p is None else b.eos_p.copy(), b.read_logits)
 
 
+class _LastOut:
+    """The Out of a buffer's last call, held weakly. A call's logits stay in its output buffer only
+    until the buffer's next call: `before_call` has an Out that a caller still holds (a group's
+    Out.join, which reads its parts after all of them ran) read them first, and one that nobody
+    holds costs nothing. So every Out reads its own call's logits, whichever calls came after."""
+
+    def __init__(self):
+        self._ref: weakref.ref | None = None
+
+    def before_call(self) -> None:
+        out = self._ref() if self._ref is not None else None
+        if out is not None:
+            out.keep()
+        self._ref = None
+
+    def hand(self, out: Out) -> Out:
+        self._ref = weakref.ref(out)
+        return out
+
+
 class _Binding:
     """An IO binding whose tokens and P(EOS) land in host arrays, and whose logits stay where the
-    session runs until `read_logits` (bound first, in this order). The buffers are the binding's:
-    a call's logits must be read before the binding's next call."""
+    session runs until `read_logits` (bound first, in this order). The buffers are the binding's,
+    rewritten by each call: run it between `last.before_call()` and `last.hand(out)`."""
 
     def __init__(self, io: ort.IOBinding, n: int, width: int, has_eos: bool, device: str = "cpu"):
         self.io = io
+        self.last = _LastOut()
         self.token = np.zeros(n, np.int64)
         self.eos_p = np.zeros(n, np.float32) if has_eos else None
         if device == "cpu":
@@ -413,6 +442,7 @@ class FixedStep:
         if decoder.has_eos:
             self.outputs["eos_p"] = buffer((rows,), np.float32)
         b = self.binding = session.io_binding()
+        self.last = _LastOut()
         for name, value in self.outputs.items():
             b.bind_ortvalue_output(name, value)
         for name, value in self.inputs.items():
@@ -427,7 +457,8 @@ class FixedStep:
         for name, value in (("input_ids", ids), ("past_length", past), ("temperature", full.temperature),
                             ("uniform", full.uniform), ("band", full.band)):
             self.inputs[name].update_inplace(np.ascontiguousarray(value))
+        self.last.before_call()
         self.session.run_with_iobinding(self.binding)
         eos = self.outputs.get("eos_p")
-        return Out(self.outputs["token"].numpy()[rows], None if eos is None else eos.numpy()[rows],
-                   lambda: self.outputs["logits"].numpy()[rows])
+        return self.last.hand(Out(self.outputs["token"].numpy()[rows], None if eos is None else eos.numpy()[rows],
+                                  lambda: self.outputs["logits"].numpy()[rows]))

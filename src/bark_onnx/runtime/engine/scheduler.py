@@ -9,7 +9,9 @@ rows it holds per stage. The engine (core.py) moves requests through these
 states; the executor (executor.py) reads `pending` and `rows` and writes `reply`.
 
 The policy is the one place that decides who runs: `FifoPolicy` admits
-waiting requests in arrival order while fewer than `max_batch` run.
+waiting requests in arrival order while fewer than `max_batch` run. At most
+`max_batch + max_queue` requests are held at once, waiting and running
+together; `add` refuses the next with QueueFullError, whatever the timing.
 """
 
 from __future__ import annotations
@@ -86,11 +88,22 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
+    @property
+    def held(self) -> int:
+        """Requests waiting and running together."""
+        return len(self.waiting) + len(self.running)
+
     def add(self, state: RequestState) -> None:
-        """Queue a request; QueueFullError when the batch is full and max_queue requests already wait."""
-        if len(self.running) >= self.max_batch and len(self.waiting) >= self.max_queue:
-            raise QueueFullError(f"{len(self.waiting)} requests are already waiting (max_queue {self.max_queue}); "
-                                 "retry in a moment")
+        """Queue a request; QueueFullError when max_batch + max_queue requests are already held.
+
+        The bound counts waiting and running requests together, not the queue alone: requests are
+        admitted only inside a step, so a burst that arrives between two steps would otherwise all
+        wait while fewer than max_batch run, however many there are."""
+        capacity = self.max_batch + self.max_queue
+        if self.held >= capacity:
+            raise QueueFullError(f"{self.held} requests are already held ({len(self.running)} running, "
+                                 f"{len(self.waiting)} waiting; max_batch {self.max_batch} + max_queue "
+                                 f"{self.max_queue}); retry in a moment")
         self.waiting.append(state)
 
     def admit(self) -> list[RequestState]:
