@@ -35,7 +35,7 @@ class FakeExecutor:
     def rows_in_use(self) -> int:
         return sum(len(v) for v in self.open.values())
 
-    def run(self, states):
+    def run(self, states, pauses):
         batch = []
         for state in states:
             item = state.pending
@@ -55,9 +55,6 @@ class FakeExecutor:
     def release_all(self, state):
         for stage in list(state.rows):
             self.release(state, stage)
-
-    def first_chunk(self, state):
-        state.first_chunk_seen = True
 
 
 def counter(steps: int, emit_every: int = 0):

@@ -22,7 +22,7 @@ from ..constants import CODEBOOK_SIZE, COARSE_INFER_TOKEN, COARSE_SEMANTIC_PAD_T
 from ..errors import InputError
 from ..options import CoarseOptions
 from .progress import Progress
-from .work import Await, Generate, Release
+from .work import Await, Generate, Release, RunTokens
 
 
 def check_semantic(semantic) -> np.ndarray:
@@ -82,7 +82,8 @@ class SemanticSource:
         """Work items in: at least n tokens known, or all of them."""
         if self.ended or len(self.tokens) >= n:
             return
-        self.tokens, self.ended = yield Await("semantic", n)
+        reply: RunTokens = yield Await("semantic", n)
+        self.tokens, self.ended = reply.tokens, reply.ended
         if self.ended and self.on_end is not None:
             yield from self.on_end(self.tokens)
 
