@@ -12,7 +12,8 @@ rows it holds per stage, and the chunks of audio it has streamed. The engine
 The policy is the one place that decides who runs and who steps: `FifoPolicy`
 admits waiting requests in arrival order while fewer than `max_batch` run, and
 says, every round, whose background runs pause (the first-audio pacing); the
-executor carries that out with the runs' verbs (runs.py).
+executor carries that out with the runs' verbs (runs.py). Another policy gives
+the same two methods, `admit` and `pauses`.
 """
 
 from __future__ import annotations
