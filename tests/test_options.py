@@ -55,7 +55,7 @@ def _entry_points(t):
 
 @pytest.mark.parametrize("filter_kw", [dict(top_k=1), dict(top_p=1e-6)])
 def test_every_option_reaches_its_stage_from_every_entry_point(filter_kw, tts, monkeypatch):
-    from bark_onnx.runtime import compat
+    from bark_onnx import compat
 
     t = tts["suno-tiny"]
     monkeypatch.setattr(compat, "_MODEL", t)
@@ -92,7 +92,7 @@ def test_stage_methods_take_their_options(tts):
 
 def test_generate_audio_equals_bark_generate_for_a_seed(tts, monkeypatch):
     import bark_onnx
-    from bark_onnx.runtime import compat
+    from bark_onnx import compat
 
     t = tts["hf-mini"]
     monkeypatch.setattr(compat, "_MODEL", t)

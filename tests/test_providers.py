@@ -260,7 +260,7 @@ def test_say_and_demo_pick_the_machine_precision(gpu_build, tmp_path):
 
     seen = {}
 
-    def fake_ensure(small, precision=None, progress=True, providers=None, offline=False):
+    def fake_ensure(small, precision=None, progress=True, providers=None, offline=False, exporter=None):
         seen["say"] = (precision, providers)
         raise BarkOnnxError("stop here")
 

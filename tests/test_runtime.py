@@ -212,7 +212,7 @@ def test_unknown_provider_is_refused(model_dirs):
 
 def test_bark_compatible_api(model_dirs, monkeypatch):
     import bark_onnx
-    from bark_onnx.runtime import compat
+    from bark_onnx import compat
 
     monkeypatch.setenv("BARK_ONNX_MODEL", str(model_dirs["suno-tiny"]))
     monkeypatch.setattr(compat, "_MODEL", None)

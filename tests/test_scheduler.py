@@ -11,7 +11,7 @@ import pytest
 from bark_onnx import Bark, CancelledError, QueueFullError, Request
 from bark_onnx.runtime.engine.core import Engine
 from bark_onnx.runtime.engine.scheduler import FifoPolicy, Scheduler
-from bark_onnx.runtime.stages.work import Await, Emit, Generate, Release, Spawn
+from bark_onnx.runtime.stages.work import Await, Emit, Generate, Release, RunTokens, Spawn
 
 
 def generate(stage: str, max_new: int) -> Generate:
@@ -23,14 +23,16 @@ class FakeRun:
         self.state, self.left, self.background = state, item.max_new, background
         self.tokens: list[int] = []
         self.wake_at: int | None = None  # its owner awaits this many tokens
+        self.ended = False  # a background run's tokens stay here until its request releases the row
 
 
 class FakeExecutor:
     """The executor's contract with scripted arithmetic: a Generate holds a cache row and draws one
     token a round (the round's number), its first in the round it starts, and is answered when it
     has drawn max_new; a Spawn's run does the same in the background while its request goes on, and
-    an Await is answered once that run has the tokens asked for, or has ended. `rounds` records what
-    stepped in each round: (request, stage) per run."""
+    an Await is answered once that run has the tokens asked for, or has ended; a background run whose
+    request the policy `pauses` steps only while awaited. `rounds` records what stepped in each round:
+    (request, stage) per run."""
 
     def __init__(self):
         self.rounds: list[list[tuple[str, str]]] = []
@@ -40,7 +42,7 @@ class FakeExecutor:
     def rows_in_use(self) -> int:
         return len(self.rows)
 
-    def run(self, states):
+    def run(self, states, pauses):
         for state in states:
             item = state.pending
             if isinstance(item, (Generate, Spawn)):
@@ -49,7 +51,6 @@ class FakeExecutor:
                 self.rows.add(state.rows[run.stage])
                 self.runs[state.rows[run.stage]] = FakeRun(state, run, isinstance(item, Spawn))
                 if isinstance(item, Spawn):
-                    state.results.pop(run.stage, None)
                     self._answer(state, None)
             elif isinstance(item, Await):
                 self._await(state, item)
@@ -57,6 +58,8 @@ class FakeExecutor:
                 raise TypeError(f"the fake runs no {type(item).__name__}")
         round_no, stepped = len(self.rounds), []
         for key, run in list(self.runs.items()):
+            if run.ended or (run.background and pauses(run.state) and not self._awaited(run, key)):
+                continue
             run.tokens.append(round_no)
             run.left -= 1
             stepped.append((getattr(run.state.job, "name", "?"), key[1]))
@@ -64,29 +67,31 @@ class FakeExecutor:
         self.rounds.append(stepped)
         return []
 
+    @staticmethod
+    def _awaited(run: FakeRun, key) -> bool:
+        pending = run.state.pending
+        return isinstance(pending, Await) and pending.stage == key[1]
+
     def _await(self, state, item: Await) -> None:
-        if item.stage in state.results:
-            self._answer(state, (state.results[item.stage], True))
-            return
         run = self.runs[state.rows[item.stage]]
-        if len(run.tokens) >= item.n:
-            self._answer(state, (list(run.tokens), False))
+        if run.ended or len(run.tokens) >= item.n:
+            self._answer(state, RunTokens(np.array(run.tokens), run.ended))
         else:
             run.wake_at = item.n
 
     def _settle(self, key, run: FakeRun) -> None:
         state = run.state
         if run.left == 0:
-            del self.runs[key]
             if not run.background:
+                del self.runs[key]
                 self._answer(state, run.tokens)
                 return
-            state.results[key[1]] = run.tokens
-            if isinstance(state.pending, Await) and state.pending.stage == key[1]:
-                self._answer(state, (run.tokens, True))
+            run.ended = True
+            if self._awaited(run, key):
+                self._answer(state, RunTokens(np.array(run.tokens), True))
         elif run.wake_at is not None and len(run.tokens) >= run.wake_at:
             run.wake_at = None
-            self._answer(state, (list(run.tokens), False))
+            self._answer(state, RunTokens(np.array(run.tokens), False))
 
     def release(self, state, stage):
         key = state.rows.pop(stage, None)
@@ -97,9 +102,6 @@ class FakeExecutor:
     def release_all(self, state):
         for stage in list(state.rows):
             self.release(state, stage)
-
-    def first_chunk(self, state):
-        pass
 
     @staticmethod
     def _answer(state, reply):
@@ -116,6 +118,9 @@ def one_run(steps: int, emit: bool = False):
 
 
 def engine(max_batch=2, max_queue=2, policy=None):
+    """An engine stepped by hand around the fake; background runs step every round unless the test
+    gives a policy that paces them."""
+    policy = policy or FifoPolicy(first_audio_first=False)
     return Engine(FakeExecutor(), Scheduler(max_batch, max_queue, policy), background=False)
 
 
@@ -173,16 +178,16 @@ def streamed(semantic: int, window: int, windows: int, log: list):
     it reads, then a run of its own; the semantic tokens awaited once more at the end."""
     yield Spawn(generate("semantic", semantic))
     for w in range(windows):
-        tokens, ended = yield Await("semantic", (w + 1) * 2)
-        log.append(("await", len(tokens), ended))
+        so_far = yield Await("semantic", (w + 1) * 2)
+        log.append(("await", len(so_far.tokens), so_far.ended))
         coarse = yield generate("coarse", window)
         log.append(("window", coarse))
         yield Emit(np.array(coarse))
     yield Release("coarse")
-    tokens, ended = yield Await("semantic", 10**6)
-    log.append(("await", len(tokens), ended))
+    so_far = yield Await("semantic", 10**6)
+    log.append(("await", len(so_far.tokens), so_far.ended))
     yield Release("semantic")
-    return tokens
+    return so_far.tokens.tolist()
 
 
 def test_a_background_run_steps_beside_the_runs_that_await_it():
@@ -199,6 +204,23 @@ def test_a_background_run_steps_beside_the_runs_that_await_it():
     assert job.result(0) == [0, 1, 2, 3, 4, 5]
     assert [int(c[0]) for c in job] == [w[1][0] for w in log if w[0] == "window"]
     assert eng.stats()["rows_in_use"] == 0
+
+
+def test_first_audio_pacing_holds_a_background_run_to_the_rounds_awaiting_it_until_a_chunk_is_out():
+    paced, free = engine(policy=FifoPolicy(first_audio_first=True)), engine()
+    jobs = [submit(eng, "s", streamed(semantic=12, window=3, windows=3, log=[])) for eng in (paced, free)]
+    for eng in (paced, free):
+        run_all(eng)
+    rounds = paced.executor.rounds
+    coarse = [i for i, r in enumerate(rounds) if ("s", "coarse") in r]
+    assert rounds[0] == []  # spawned, not yet awaited: paused
+    assert all(rounds[i] == [("s", "coarse")] for i in coarse[:3])  # the first window runs alone
+    assert any(set(rounds[i]) == {("s", "semantic"), ("s", "coarse")} for i in coarse[3:])  # after its chunk
+    unpaced = free.executor.rounds
+    assert unpaced[0] == [("s", "semantic")]
+    first = next(i for i, r in enumerate(unpaced) if ("s", "coarse") in r)
+    assert set(unpaced[first]) == {("s", "semantic"), ("s", "coarse")}  # without pacing both step at once
+    assert [len(job.result(0)) for job in jobs] == [12, 12]
 
 
 def test_an_await_of_a_run_that_already_ended_is_answered_in_its_round():

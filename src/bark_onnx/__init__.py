@@ -15,7 +15,7 @@ from .runtime.sessions.install import check_onnxruntime
 check_onnxruntime()  # before the first `import onnxruntime`: says which extra to install
 
 from .runtime.bark import Bark  # noqa: E402
-from .runtime.compat import (  # noqa: E402
+from .compat import (  # noqa: E402
     SAMPLE_RATE, generate_audio, preload_models, save_as_prompt, semantic_to_waveform, text_to_semantic,
 )
 from .runtime.engine.job import Job  # noqa: E402

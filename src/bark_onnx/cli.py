@@ -3,6 +3,9 @@
     say, voices         the runtime (runtime/commands.py)
     export, demo        the export extra: torch is imported only when they run (export/cli.py)
     serve               the serve extra: FastAPI is imported only when it runs (server/command.py)
+
+say and serve without --model export the default model on first use: this layer, which sees
+both the runtime and export, hands them the exporter (first_use.py).
     bench <what>        the benchmarks, with a parser of their own (benchmarks/cli.py), imported only
                         when asked for: the runtime never imports the benchmarks
 """
@@ -14,6 +17,7 @@ import logging
 import os
 import sys
 
+from .first_use import export_on_first_use
 from .runtime.commands import Parser
 from .runtime.errors import BarkOnnxError
 
@@ -39,14 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="bark-onnx", description="Suno's Bark text-to-audio on ONNX Runtime")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (providers, timings)")
     sub = parser.add_subparsers(dest="command", required=True)
-    commands.add_parsers(sub)
+    commands.add_parsers(sub, export_on_first_use)
     p = sub.add_parser("export", help="export a Bark checkpoint to an ONNX model directory")
     add_arguments(p)
     p.set_defaults(func=_with_export_extra(run))
     p = sub.add_parser("demo", help="offline check: a random-weight model of Bark's real shapes, timed per stage")
     add_demo_arguments(p)
     p.set_defaults(func=_with_export_extra(run_demo_command))
-    add_serve_parser(sub)
+    add_serve_parser(sub, export_on_first_use)
     sub.add_parser(BENCH, help="benchmarks against the PyTorch reference and transformers "
                                "('bark-onnx bench --help' lists them; the bench extra)", add_help=False)
     return parser

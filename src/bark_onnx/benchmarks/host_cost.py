@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bark_onnx.kernels.sampling import draw_rows
+from bark_onnx.runtime.engine.decoder import Draw
+from bark_onnx.runtime.engine.runs import Runs
 from bark_onnx.runtime.stages.semantic import duration_for_tokens
 
 from .report import cpu_flags
@@ -26,6 +29,20 @@ from .workload import TEXT
 
 LEVELS = (1, 8, 32)
 DRAWS = ("graph", "host")
+
+
+class HostDrawnRuns(Runs):
+    """Runs whose every draw is made on the host from the logits (NumPy, the graph's float32 rule)
+    instead of in the graph: the same tokens but at CDF edges, for measuring which is faster."""
+
+    def draws(self, rows: np.ndarray) -> Draw:
+        draw = super().draws(rows)
+        return Draw(np.zeros_like(draw.temperature), draw.uniform, draw.band)  # temperature 0: the raw logits
+
+    def drawn(self, rows, out, draw):
+        token, eos_p = draw_rows(out.logits, self.temperature[rows], draw.uniform, self.ranges[draw.band],
+                                 self.eos_column)
+        return token + self.start, eos_p
 
 
 def _round(tts, n: int, tokens: int) -> tuple[float, list[np.ndarray]]:
@@ -48,8 +65,9 @@ def measure(model_dir: Path, levels=LEVELS, tokens: int = 200, rounds: int = 5, 
         firsts: dict[str, np.ndarray] = {}  # the first request's tokens (its seed is the same at every level)
         same = True
         for where in draws:
-            for runs in tts.engine.executor.runs.values():
-                runs.draw_on_host = where == "host"
+            runs = HostDrawnRuns if where == "host" else Runs
+            executor = tts.engine.executor  # between requests, so its runs may be swapped
+            executor.runs = {stage: runs(decoder) for stage, decoder in executor.decoders.items()}
             _round(tts, 1, 20)  # warm-up: sessions, arenas, bindings
             results[where] = {}
             for n in levels:
@@ -83,7 +101,6 @@ def edge_rate(model_dir: Path, pairs: int = 16, steps: int = 640, temperature: f
     from bark_onnx import Bark
     from bark_onnx.kernels.sampling import sample
     from bark_onnx.runtime.constants import SEMANTIC_INFER_TOKEN
-    from bark_onnx.runtime.engine.decoder import Draw
 
     tts = Bark.load(model_dir, providers=["cpu"], threads=threads, max_batch=2 * pairs)
     try:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from bark_onnx.runtime.model.cache import SUNO_FILES
+from bark_onnx.runtime.constants import SUNO_FILES
 from bark_onnx.runtime.model.config import CodecConfig, GPTConfig
 from bark_onnx.runtime.errors import CheckpointError
 from bark_onnx.runtime.model.voices import VOICE_KEYS, Voice, load_voice_arrays, load_voice_file

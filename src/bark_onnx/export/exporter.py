@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -124,14 +124,13 @@ def export_model(
     progress: bool = True,
     report: Callable[[str], None] | None = None,
 ) -> Path:
-    """Export a Bark checkpoint to an ONNX model directory; returns its path."""
-    if precision not in PRECISIONS:
-        raise BarkOnnxError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    out = Path(out_dir).expanduser().resolve()
-    if out.exists() and not overwrite:
-        raise BarkOnnxError(f"{out} already exists; pass --force to replace it")
-    if out.exists() and not (out / "config.json").is_file():
-        raise BarkOnnxError(f"{out} exists and is not a bark-onnx model directory; refusing to replace it")
+    """Export a Bark checkpoint to an ONNX model directory; returns its path.
+
+    The steps: read the checkpoint; build and write the semantic and coarse graphs (with their
+    step-only twins), the fine graph and the codec; write the tokenizer and the voices; write and
+    reload config.json; optionally validate every graph against PyTorch; move the directory into place.
+    """
+    out = _check_target(out_dir, precision, overwrite)
     report = report or (lambda line: print(line, file=sys.stderr))
     step = StepLog(8 if validate else 7, progress)
 
@@ -144,80 +143,13 @@ def export_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        dtype = np.float16 if precision == "fp16" else np.float32
-        graphs, sizes = {}, {}
-
-        def write(model: onnx.ModelProto, file: str) -> int:
-            if precision not in QUANTIZED:
-                return save_graph(model, tmp / file)
-            fp32 = tmp / f"fp32-{file}"  # quantized from the fp32 graph, which is then dropped
-            save_graph(model, fp32)
-            quantize_graph(fp32, tmp / file, precision)
-            fp32.unlink()
-            (tmp / f"{fp32.name}.data").unlink()
-            return (tmp / file).stat().st_size + (tmp / f"{file}.data").stat().st_size
-
-        steps = {}
-        for stage, logits in (("semantic", SEMANTIC_LOGITS), ("coarse", COARSE_LOGITS)):
-            step(f"building the {stage} graph (KV cache '{kv_cache}', {precision})")
-            cfg, weights = source.configs[stage], source.weights[stage]
-            model, graphs[stage] = build_causal(cfg, weights, stage, logits, kv=kv_cache, dtype=dtype)
-            sizes[stage] = write(model, graphs[stage].file)
-            if kv_cache == "inplace" and precision not in QUANTIZED:  # for CUDA graphs (see gpt_graphs.py)
-                model, steps[stage] = build_causal(cfg, weights, stage, logits, dtype=dtype, step_only=True)
-                sizes[stage] += save_step_graph(model, tmp / steps[stage].file, tmp / graphs[stage].file)
-            step.done(f"{sizes[stage] / 1e6:.1f} MB")
-        step(f"building the fine graph ({precision})")
-        model, graphs["fine"] = build_fine(source.configs["fine"], source.weights["fine"], C.CODEBOOK_SIZE,
-                                           fused=(kv_cache == "inplace"), dtype=dtype)
-        sizes["fine"] = write(model, graphs["fine"].file)
-        step.done(f"{sizes['fine'] / 1e6:.1f} MB")
-        # The codec computes in fp32 for int8/int4 too (audio-critical); there its weights
-        # are stored in fp16 (half the bytes on disk, rounding far below the audio's noise floor).
-        step("exporting the EnCodec decoder")
-        model, graphs["codec"] = build_codec(models["codec"], fold_trims=precision != "fp16")
-        if precision == "fp16":
-            model = _fp16_codec(model)
-        elif precision in QUANTIZED:
-            fp16_storage(model.graph)
-        sizes["codec"] = save_graph(model, tmp / graphs["codec"].file)
-        step.done(f"{sizes['codec'] / 1e6:.1f} MB")
-
-        step("writing tokenizer and voices")
-        write_tokenizer(source.tokenizer, tmp / "tokenizer.json")
-        for name, voice in source.voices.items():
-            path = tmp / VOICES_DIR / f"{name}.npz"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, **voice)
-        step.done(f"{len(source.voices)} voices")
-
-        config = ModelConfig(
-            semantic=source.configs["semantic"], coarse=source.configs["coarse"], fine=source.configs["fine"],
-            codec=source.codec_config, graphs=graphs, step_graphs=steps, precision=precision, kv_cache=kv_cache,
-            opset=OPSET,
-            bark_onnx_version=__version__,
-            source={k: str(v) for k, v in source.info.items()},
-            voices=tuple(sorted(source.voices)),
-        )
-        config.save(tmp)
-        step("checking the directory loads")
-        ModelConfig.load(tmp)
-        step.done("config.json ok")
-
+        graphs, steps, sizes = _write_causal_graphs(source, tmp, precision, kv_cache, step)
+        graphs["fine"], sizes["fine"] = _write_fine_graph(source, tmp, precision, kv_cache, step)
+        graphs["codec"], sizes["codec"] = _write_codec_graph(models["codec"], tmp, precision, step)
+        _write_tokenizer_and_voices(source, tmp, step)
+        _write_config(source, tmp, graphs, steps, precision, kv_cache, step)
         if validate:
-            from .validate import ValidationError, validate_model_dir
-
-            step("validating every graph against PyTorch")
-            checks = validate_model_dir(tmp, models)
-            for check in checks:
-                report(str(check))
-            failed = [c for c in checks if not c.ok]
-            if failed:
-                raise ValidationError(
-                    f"{len(failed)} output(s) differ from PyTorch beyond the tolerance: "
-                    + "; ".join(f"{c.graph} {c.output} ({c.max_abs:.2e})" for c in failed)
-                )
-            step.done("all graphs match")
+            _validate(tmp, models, step, report)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -225,3 +157,119 @@ def export_model(
     total = sum(sizes.values())
     report(f"wrote {out} ({total / 1e6:.1f} MB: " + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in sizes.items()) + ")")
     return out
+
+
+def _check_target(out_dir: str | Path, precision: str, overwrite: bool) -> Path:
+    """The output directory, resolved; refused when the precision is unknown or it would replace
+    something that is not a model directory (or anything, without `overwrite`)."""
+    if precision not in PRECISIONS:
+        raise BarkOnnxError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    out = Path(out_dir).expanduser().resolve()
+    if out.exists() and not overwrite:
+        raise BarkOnnxError(f"{out} already exists; pass --force to replace it")
+    if out.exists() and not (out / "config.json").is_file():
+        raise BarkOnnxError(f"{out} exists and is not a bark-onnx model directory; refusing to replace it")
+    return out
+
+
+def _dtype(precision: str) -> type:
+    return np.float16 if precision == "fp16" else np.float32
+
+
+def _write_graph(model: onnx.ModelProto, tmp: Path, file: str, precision: str) -> int:
+    """A transformer graph at its precision (int8/int4: quantized from the fp32 graph, which is
+    then dropped); returns the bytes on disk."""
+    if precision not in QUANTIZED:
+        return save_graph(model, tmp / file)
+    fp32 = tmp / f"fp32-{file}"
+    save_graph(model, fp32)
+    quantize_graph(fp32, tmp / file, precision)
+    fp32.unlink()
+    (tmp / f"{fp32.name}.data").unlink()
+    return (tmp / file).stat().st_size + (tmp / f"{file}.data").stat().st_size
+
+
+def _write_causal_graphs(source, tmp: Path, precision: str, kv_cache: str, step: StepLog) -> tuple[dict, dict, dict]:
+    """The semantic and coarse graphs, and with the in-place cache (unquantized) their step-only
+    twins for CUDA graphs (see gpt_graphs.py), sharing the full graph's weights file; returns
+    (graphs, step graphs, bytes) by stage."""
+    graphs, steps, sizes = {}, {}, {}
+    for stage, logits in (("semantic", SEMANTIC_LOGITS), ("coarse", COARSE_LOGITS)):
+        step(f"building the {stage} graph (KV cache '{kv_cache}', {precision})")
+        cfg, weights = source.configs[stage], source.weights[stage]
+        model, graphs[stage] = build_causal(cfg, weights, stage, logits, kv=kv_cache, dtype=_dtype(precision))
+        sizes[stage] = _write_graph(model, tmp, graphs[stage].file, precision)
+        if kv_cache == "inplace" and precision not in QUANTIZED:
+            model, steps[stage] = build_causal(cfg, weights, stage, logits, dtype=_dtype(precision), step_only=True)
+            sizes[stage] += save_step_graph(model, tmp / steps[stage].file, tmp / graphs[stage].file)
+        step.done(f"{sizes[stage] / 1e6:.1f} MB")
+    return graphs, steps, sizes
+
+
+def _write_fine_graph(source, tmp: Path, precision: str, kv_cache: str, step: StepLog) -> tuple[Any, int]:
+    """The fine graph (its attention fused where the causal graphs' cache is in place); (info, bytes)."""
+    step(f"building the fine graph ({precision})")
+    model, info = build_fine(source.configs["fine"], source.weights["fine"], C.CODEBOOK_SIZE,
+                             fused=(kv_cache == "inplace"), dtype=_dtype(precision))
+    size = _write_graph(model, tmp, info.file, precision)
+    step.done(f"{size / 1e6:.1f} MB")
+    return info, size
+
+
+def _write_codec_graph(codec, tmp: Path, precision: str, step: StepLog) -> tuple[Any, int]:
+    """The EnCodec decoder; (info, bytes). It computes in fp32 for int8/int4 too (audio-critical);
+    there its weights are stored in fp16 (half the bytes on disk, rounding far below the audio's
+    noise floor)."""
+    step("exporting the EnCodec decoder")
+    model, info = build_codec(codec, fold_trims=precision != "fp16")
+    if precision == "fp16":
+        model = _fp16_codec(model)
+    elif precision in QUANTIZED:
+        fp16_storage(model.graph)
+    size = save_graph(model, tmp / info.file)
+    step.done(f"{size / 1e6:.1f} MB")
+    return info, size
+
+
+def _write_tokenizer_and_voices(source, tmp: Path, step: StepLog) -> None:
+    step("writing tokenizer and voices")
+    write_tokenizer(source.tokenizer, tmp / "tokenizer.json")
+    for name, voice in source.voices.items():
+        path = tmp / VOICES_DIR / f"{name}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **voice)
+    step.done(f"{len(source.voices)} voices")
+
+
+def _write_config(source, tmp: Path, graphs: dict, steps: dict, precision: str, kv_cache: str,
+                  step: StepLog) -> None:
+    """config.json, then the directory loaded back as the runtime will load it."""
+    config = ModelConfig(
+        semantic=source.configs["semantic"], coarse=source.configs["coarse"], fine=source.configs["fine"],
+        codec=source.codec_config, graphs=graphs, step_graphs=steps, precision=precision, kv_cache=kv_cache,
+        opset=OPSET,
+        bark_onnx_version=__version__,
+        source={k: str(v) for k, v in source.info.items()},
+        voices=tuple(sorted(source.voices)),
+    )
+    config.save(tmp)
+    step("checking the directory loads")
+    ModelConfig.load(tmp)
+    step.done("config.json ok")
+
+
+def _validate(tmp: Path, models: dict, step: StepLog, report: Callable[[str], None]) -> None:
+    """Every graph against PyTorch; ValidationError naming the outputs beyond the tolerance."""
+    from .validate import ValidationError, validate_model_dir
+
+    step("validating every graph against PyTorch")
+    checks = validate_model_dir(tmp, models)
+    for check in checks:
+        report(str(check))
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise ValidationError(
+            f"{len(failed)} output(s) differ from PyTorch beyond the tolerance: "
+            + "; ".join(f"{c.graph} {c.output} ({c.max_abs:.2e})" for c in failed)
+        )
+    step.done("all graphs match")

@@ -1,4 +1,5 @@
-"""The runtime: NumPy + ONNX Runtime, no torch. Its rooms, in the order a request meets them:
+"""The runtime: NumPy + ONNX Runtime, no torch, and nothing of export (an exporter, where one is
+needed, comes as an argument). Its rooms, in the order a request meets them:
 
     request.py, options.py  what to say and how: `Request` (made and checked once), every stage's options
     bark.py                 `Bark`: load a model directory; `submit(request)` and its shorthands
@@ -9,6 +10,5 @@
     sessions/               ONNX Runtime sessions: providers, GPU options, the graph check
     model/                  the model directory: config, hub and offline switch, cache, voices
     result.py, audio.py     what comes out: a `Generation`, WAV and PCM files
-    compat.py               Suno's own functions (`generate_audio`, ...) on this runtime
     commands.py             `bark-onnx say` and `voices`
 """

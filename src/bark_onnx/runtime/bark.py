@@ -15,7 +15,7 @@ tokenizes its text there too, then hands it to the engine, which runs the reques
 of all threads together, batched step by step. So one `Bark` serves many threads;
 a list of texts is several requests. The stage methods (`text_to_semantic`,
 `semantic_to_coarse`, `coarse_to_fine`, `decode`) run one stage each on the same
-engine: Bark's own functions (compat.py) are built from them.
+engine: Bark's own functions (bark_onnx/compat.py) are built from them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""`bark-onnx say` and `voices`, and the argument types the other commands share."""
+"""`bark-onnx say` and `voices`, and the argument types the other commands share.
+
+`say` without --model exports the default model on first use with the exporter that the
+command line hands it (cli.py): the runtime holds no export code of its own.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 
 from .audio import GrowingWav, write_pcm
 from .errors import BarkOnnxError
+from .model.cache import Exporter
 from .request import Request
 from .sessions.providers import provider_names
 
@@ -46,7 +51,8 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=threads_type, help="CPU threads per session (default: the cores available)")
 
 
-def add_parsers(sub) -> None:
+def add_parsers(sub, exporter: Exporter | None = None) -> None:
+    """`say` and `voices`; `exporter` makes say's default model when it is not in the cache."""
     p = sub.add_parser("say", help="speak a text into a 24 kHz WAV file")
     p.add_argument("text", help="what to say; cues like [laughs] or ♪ work as in Bark")
     p.add_argument("--out", required=True, help="WAV file to write ('-' with --stream: raw 16-bit PCM to stdout)")
@@ -65,19 +71,20 @@ def add_parsers(sub) -> None:
     p.add_argument("--offline", action="store_true",
                    help="never use the network (also BARK_ONNX_OFFLINE=1): local voices and models only")
     add_runtime_options(p)
-    p.set_defaults(func=cmd_say)
+    p.set_defaults(func=cmd_say, exporter=exporter)
 
     p = sub.add_parser("voices", help="list the voice presets available offline")
     p.add_argument("--model", help="model directory whose voices/ to include")
     p.set_defaults(func=cmd_voices)
 
 
-def _load(model: str | None, providers, threads, silent: bool, offline: bool = False):
+def _load(model: str | None, providers, threads, silent: bool, offline: bool = False,
+          exporter: Exporter | None = None):
     from .bark import Bark
     from .model.cache import model_or_default
 
     providers = provider_names(providers)
-    model = model_or_default(model, progress=not silent, providers=providers, offline=offline)
+    model = model_or_default(model, progress=not silent, providers=providers, offline=offline, exporter=exporter)
     return Bark.load(model, providers=providers, threads=threads, offline=offline)
 
 
@@ -94,7 +101,7 @@ def cmd_say(args) -> int:
                            silent=args.silent, **temperatures)  # bad input fails here, before the model loads
     wav = None if to_stdout else GrowingWav(args.out)  # a bad path fails here, before any work
     try:
-        tts = _load(args.model, args.providers, args.threads, args.silent, args.offline)
+        tts = _load(args.model, args.providers, args.threads, args.silent, args.offline, args.exporter)
         n = _say(tts, request, wav)
     except KeyboardInterrupt:
         if wav is not None and wav.keep_partial():

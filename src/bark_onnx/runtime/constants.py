@@ -1,8 +1,9 @@
-"""Bark's fixed constants: token ids, rates and window sizes.
+"""Bark's fixed constants: token ids, rates and window sizes, and the names of Suno's checkpoint files.
 
 These come from Suno's Bark and are the same for every checkpoint; the model
 directory's config.json records them too, so a runtime can check that a model
-was exported for the algorithm it implements.
+was exported for the algorithm it implements. This module imports nothing: the
+runtime and export both read it, and neither needs the other for it.
 """
 
 CONTEXT_WINDOW_SIZE = 1024
@@ -45,3 +46,10 @@ FINE_LOGITS = (0, CODEBOOK_SIZE)
 # the coarse stage's codebook 0 or 1.
 SEMANTIC_BANDS = ((0, SEMANTIC_VOCAB_SIZE + 1), (0, SEMANTIC_VOCAB_SIZE))
 COARSE_BANDS = tuple((k * CODEBOOK_SIZE, (k + 1) * CODEBOOK_SIZE) for k in range(N_COARSE_CODEBOOKS))
+
+# Suno's checkpoint files per model size and stage (bark-small and bark): the export reads them, the
+# runtime's cache (model/cache.py) looks for them in Suno's own cache before it asks for an export
+SUNO_FILES = {
+    "small": {"semantic": "text.pt", "coarse": "coarse.pt", "fine": "fine.pt"},
+    "large": {"semantic": "text_2.pt", "coarse": "coarse_2.pt", "fine": "fine_2.pt"},
+}

@@ -16,6 +16,7 @@ import sys
 
 from ..runtime.commands import threads_type
 from ..runtime.errors import BarkOnnxError
+from ..runtime.model.cache import Exporter
 from .launch import listen, load_model
 from .settings import ServerSettings
 
@@ -24,8 +25,9 @@ logger = logging.getLogger(__name__)
 SERVE_HINT = "serve needs the serve extra: pip install 'bark-onnx[serve]'"
 
 
-def add_parser(sub) -> None:
-    """The arguments; each defaults to None (not given), so ServerSettings holds every default."""
+def add_parser(sub, exporter: Exporter | None = None) -> None:
+    """The arguments; each defaults to None (not given), so ServerSettings holds every default.
+    `exporter` makes the default model when it is not in the cache (cli.py hands it down)."""
     p = sub.add_parser("serve", help="an OpenAI-compatible speech server (POST /v1/audio/speech)",
                        description="Serve a model over HTTP with OpenAI's speech API, a try-it page at /, "
                                    "/health, /ready and /metrics. Every option can come from --config too.")
@@ -61,7 +63,7 @@ def add_parser(sub) -> None:
     g.add_argument("--gpus-per-replica", type=float,
                    help="GPUs each replica reserves, fractions share one (default: 1 when --providers names cuda or "
                         "tensorrt, else 0)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, exporter=exporter)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if settings.ray:
         from .ray_command import run_ray
 
-        return run_ray(settings)
+        return run_ray(settings, args.exporter)
     try:
         from .app import create_app
         from .runner import DrainingServer, uvicorn_config
@@ -79,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
     sock = listen(settings.host, settings.port)  # first: a port in use fails before minutes of loading
     try:
-        tts = load_model(settings, model_or_default(settings.model, offline=settings.offline))
+        model = model_or_default(settings.model, offline=settings.offline, exporter=args.exporter)
+        tts = load_model(settings, model)
     except BaseException:
         sock.close()
         raise

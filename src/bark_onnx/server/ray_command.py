@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..runtime.errors import BarkOnnxError
-from ..runtime.model.cache import model_or_default
+from ..runtime.model.cache import Exporter, model_or_default
 from ..runtime.model.config import ModelConfig
 from ..runtime.model.hub import resolve_model_dir
 from ..runtime.model.hub import is_offline
@@ -46,16 +46,18 @@ def _free_port(host: str, port: int) -> int:
         return sock.getsockname()[1]
 
 
-def _model(settings: ServerSettings, local: bool) -> str:
+def _model(settings: ServerSettings, local: bool, exporter: Exporter | None) -> str:
     """What the replicas load: on a local instance, the resolved directory (checked here, before any
-    replica starts); on a cluster, the path or hub id as given (it must exist on every node)."""
+    replica starts; the default model exported by `exporter` on first use); on a cluster, the path
+    or hub id as given (it must exist on every node)."""
     if not settings.model and not local:
         raise BarkOnnxError("with a Ray cluster, give --model: a model directory at the same path on every "
                             "node, or the hub id of an exported model")
     if not local:
         path = Path(settings.model).expanduser()
         return str(path.resolve()) if path.exists() else settings.model
-    model_dir = resolve_model_dir(model_or_default(settings.model, offline=settings.offline), settings.offline)
+    model_dir = resolve_model_dir(model_or_default(settings.model, offline=settings.offline, exporter=exporter),
+                                  settings.offline)
     ModelConfig.load(model_dir)  # a wrong directory fails now, with the loader's message
     return str(Path(model_dir).resolve())
 
@@ -80,7 +82,7 @@ def _start_ray(ray, address: str | None, cpus: int, verbose: bool) -> None:
                             "cluster with token authentication set RAY_AUTH_MODE=token and its token") from None
 
 
-def run_ray(settings: ServerSettings) -> int:
+def run_ray(settings: ServerSettings, exporter: Exporter | None = None) -> int:
     address = settings.ray_address or os.environ.get("RAY_ADDRESS") or None
     local = address is None
     if local:  # read when ray is imported: every process of the local instance binds loopback only
@@ -95,7 +97,7 @@ def run_ray(settings: ServerSettings) -> int:
         raise BarkOnnxError(f"{RAY_HINT} ({err})") from None
 
     # the replicas follow this command's offline switch, and load what was checked here
-    settings = replace(settings, model=_model(settings, local), offline=is_offline(settings.offline))
+    settings = replace(settings, model=_model(settings, local, exporter), offline=is_offline(settings.offline))
     app = application(settings)
     port = _free_port(settings.host, settings.port)
     most, threads = settings.most_replicas, settings.session_threads

@@ -7,7 +7,8 @@ piece of graph work at a time. `Engine.step()` runs one round:
     advance     each request whose last work is done runs its own code until it asks for graph
                 work, streams a chunk or ends
     run         the new work starts, and every decoding run under way takes one step, batched
-                across requests (executor.py, runs.py)
+                across requests (executor.py, runs.py), but the background runs that the policy
+                pauses (its first-audio pacing) step only while their requests await them
     deliver     results go back into each request at its next advance; chunks and ends to its Job
 
 A background thread calls `step()` while there is work (`Engine(..., background=False)`
@@ -151,8 +152,9 @@ class Engine:
                 with self._lock:  # rows freed by requests that ended just now go to waiting ones this round
                     batch = self.scheduler.admit()
                 running += batch
-            # the work asked for this round starts; the decoding runs under way take one step each
-            for state, err in self.executor.run(new):
+            # the work asked for this round starts; the decoding runs under way take one step each,
+            # the background runs that the policy pauses only where their requests await them
+            for state, err in self.executor.run(new, self.scheduler.policy.pauses):
                 self._end(state, error=err, counted="failed")
         except Exception as err:  # a fault of the engine itself: fail what runs, keep serving
             logger.exception("engine step failed")
@@ -183,9 +185,7 @@ class Engine:
             state.reply = None
             if isinstance(item, Emit):
                 state.job.push(item.audio)
-                if not state.first_out:
-                    state.first_out = True
-                    self.executor.first_chunk(state)
+                state.chunks_out += 1
             elif isinstance(item, Release):
                 self.executor.release(state, item.stage)
             else:

@@ -5,12 +5,13 @@
                      then the request's row joins its stage's runs (runs.py): one batched call a
                      step advances every running row of the stage
     Spawn(Generate)  the same, in the background: the request goes on, and its Await(stage, n)
-                     is answered once the run has n tokens or has ended
+                     is answered from the run's own tokens (runs.py) once it has n or has ended;
+                     until its request's first audio, the policy may pause it (scheduler.py)
     FinePass         a codebook of a fine window, drawn in the graph
     Decode           a chunk of codes to audio
-                     both: the items of one shape (window length and codebook, or frames) go
-                     fine_batch (codec_batch) at a time in one call, padded to that many rows
-                     (1: one call per request; see below)
+                     both are one-call items: those of one shape (window length and codebook,
+                     or frames) go fine_batch (codec_batch) at a time in one call, padded to
+                     that many rows (1: one call per request; see below)
 
 A request's tokens and audio must not depend on which others ran beside it. A step's rows are
 exact because a row's arithmetic is its own (on a GPU steps always run every row, so their
@@ -41,10 +42,10 @@ import onnxruntime as ort
 from bark_onnx.kernels.sampling import as_float32_uniform, graph_temperature
 
 from ..errors import InputError
-from ..stages.work import Await, Decode, FinePass, Generate, Spawn
+from ..stages.work import Await, Decode, FinePass, Generate, RunTokens, Spawn
 from .decoder import CausalDecoder
 from .runs import Runs
-from .scheduler import RequestState
+from .scheduler import Pauses, RequestState
 
 logger = logging.getLogger(__name__)
 
@@ -75,66 +76,53 @@ class Executor:
         for stage in list(state.rows):
             self.release(state, stage)
 
-    def run(self, new: list[RequestState]) -> list[tuple[RequestState, Exception]]:
-        """Start the work items `new` asked for this round, then step every stage's runs once. A
-        request whose item is done gets `reply` set and `pending` cleared; returns the (request,
+    def run(self, new: list[RequestState], pauses: Pauses) -> list[tuple[RequestState, Exception]]:
+        """Start the work items `new` asked for this round, then step every stage's runs once, the
+        background runs of the requests that `pauses` names (the policy's pacing) only where awaited.
+        A request whose item is done gets `reply` set and `pending` cleared; returns the (request,
         error) pairs of graph calls that failed (their requests only)."""
         failures = []
         prefills: dict[tuple, list[RequestState]] = {}
-        windows: dict[tuple, list[RequestState]] = {}
+        calls: dict[tuple, list[RequestState]] = {}
         for state in new:
             item = state.pending
             run = _run_of(item)
             if run is not None:  # prompts of one length go in one call (the decoder decides)
                 prefills.setdefault((run.stage, len(run.ids)), []).append(state)
-                continue
-            if isinstance(item, (FinePass, Decode)):  # items of one shape share calls (see _batch_of)
-                windows.setdefault(_window_shape(item), []).append(state)
-                continue
-            try:
-                self._start(state)
-            except Exception as err:  # an ONNX Runtime failure: this request fails, others go on
-                logger.exception("a %s call failed", type(state.pending).__name__)
-                failures.append((state, err))
+            elif isinstance(item, (FinePass, Decode)):  # one-call items of one shape share calls
+                calls.setdefault(_call_shape(item), []).append(state)
+            else:
+                try:
+                    self._await(state, item)
+                except Exception as err:  # a request's own fault (no such run): it fails, others go on
+                    logger.exception("a %s item failed", type(item).__name__)
+                    failures.append((state, err))
         for (stage, _), states in prefills.items():
             try:
                 self._prefill(stage, states)
-            except Exception as err:
+            except Exception as err:  # an ONNX Runtime failure: these requests fail, others go on
                 logger.exception("a %s prefill failed for %d request(s)", stage, len(states))
                 failures += [(state, err) for state in states]
-        for states in windows.values():
-            size = self._batch_of(states[0].pending)
-            for at in range(0, len(states), size):
-                group = states[at: at + size]
-                try:
-                    self._windows(group)
-                except Exception as err:
-                    logger.exception("a %s call failed for %d request(s)", type(group[0].pending).__name__,
-                                     len(group))
-                    failures += [(state, err) for state in group]
-        for stage, runs in self.runs.items():
-            rows = runs.stepping()
-            if not rows.size:
-                continue
-            try:
-                draw = runs.draws(rows)
-                out = self.decoders[stage].step_rows(rows, runs.last[rows], draw)
-                self._deliver(stage, runs.settle(rows, out, draw))
-                self._wake(stage, runs.woken(rows))
-            except Exception as err:
-                logger.exception("a %s step failed for %d request(s)", stage, rows.size)
-                failures += [(runs.owner[row], err) for row in rows if runs.owner[row] is not None]
+        for states in calls.values():
+            failures += self._one_call_items(states)
+        for stage in self.runs:
+            failures += self._step(stage, pauses)
         return failures
 
-    def first_chunk(self, state: RequestState) -> None:
-        """The request's first audio is out: its background runs step in every round from now on."""
-        for stage, seq in state.rows.items():
-            self.runs[stage].paused[seq.row] = False
+    def _await(self, state: RequestState, item) -> None:
+        """An Await: answered now from the background run's tokens, or once it has as many."""
+        if not isinstance(item, Await):
+            raise TypeError(f"unknown work item {type(item).__name__}")
+        runs, row = self.runs[item.stage], state.rows[item.stage].row
+        if runs.ended[row] or runs.n[row] >= item.n:
+            self._answer(state, runs.so_far(row))
+        else:
+            runs.wait_for(row, item.n)
 
     def _prefill(self, stage: str, states: list[RequestState]) -> None:
         """The prefills of runs whose prompts have one length, each into its request's row (a row is
         opened at the request's first run of the stage), and each run's first draw. A spawned run's
-        request goes on at once (its run may wait, paused, until the request asks for tokens)."""
+        request goes on at once."""
         decoder, runs = self.decoders[stage], self.runs[stage]
         for state in states:
             if stage not in state.rows:
@@ -148,27 +136,30 @@ class Executor:
         draw = runs.draws(rows)
         merge = None if items[0].merge is None else [item.merge for item in items]
         out = decoder.prefill(seqs, np.stack([item.ids for item in items]), merge, draw)
-        for seq, state, background in zip(seqs, states, spawned):
+        for state, background in zip(states, spawned):
             if background:
-                state.results.pop(stage, None)
-                runs.paused[seq.row] = state.holds_back
                 self._answer(state, None)
         self._deliver(stage, runs.settle(rows, out, draw))
 
-    def _start(self, state: RequestState) -> None:
-        item = state.pending
-        if isinstance(item, Await):
-            runs = self.runs[item.stage]
-            if item.stage in state.results:  # the run has ended
-                self._answer(state, (state.results[item.stage], True))
-                return
-            row = state.rows[item.stage].row
-            if runs.n[row] >= item.n:
-                self._answer(state, (runs.tokens_of(row), False))
-            else:  # until it has them, the run steps whatever the pacing
-                runs.wake_at[row], runs.paused[row] = item.n, False
-        else:
-            raise TypeError(f"unknown work item {type(item).__name__}")
+    def _step(self, stage: str, pauses: Pauses) -> list[tuple[RequestState, Exception]]:
+        """One step of the stage's runs under way, paced: the background runs of the requests that
+        `pauses` names step only while awaited."""
+        runs = self.runs[stage]
+        for row, owner in runs.in_background():
+            (runs.pause if pauses(owner) else runs.resume)(row)
+        rows = runs.stepping()
+        if not rows.size:
+            return []
+        try:
+            draw = runs.draws(rows)
+            out = self.decoders[stage].step_rows(rows, runs.last[rows], draw)
+            self._deliver(stage, runs.settle(rows, out, draw))
+            for state, tokens in runs.woken(rows):  # their background run has the tokens they asked for
+                self._answer(state, tokens)
+        except Exception as err:
+            logger.exception("a %s step failed for %d request(s)", stage, rows.size)
+            return [(runs.owner[row], err) for row in rows if runs.owner[row] is not None]
+        return []
 
     def _batch_of(self, item: FinePass | Decode) -> int:
         """The rows of every call that runs this item (1: it runs alone, unpadded)."""
@@ -176,9 +167,22 @@ class Executor:
             return self.fine_batch
         return self.codec_batch if item.codes.shape[1] <= CODEC_BATCH_FRAMES else 1
 
-    def _windows(self, states: list[RequestState]) -> None:
-        """Fine passes of one shape, or decodes of one shape, in one call of the item's batch
-        rows: the rows after the given ones repeat the first (their results unused)."""
+    def _one_call_items(self, states: list[RequestState]) -> list[tuple[RequestState, Exception]]:
+        """Fine passes of one shape, or decodes of one shape: _batch_of(item) at a time in one call."""
+        size = self._batch_of(states[0].pending)
+        failures = []
+        for at in range(0, len(states), size):
+            group = states[at: at + size]
+            try:
+                self._call(group)
+            except Exception as err:
+                logger.exception("a %s call failed for %d request(s)", type(group[0].pending).__name__, len(group))
+                failures += [(state, err) for state in group]
+        return failures
+
+    def _call(self, states: list[RequestState]) -> None:
+        """One call of the fine graph or the codec for the items of `states`, padded to the item's
+        batch rows: the rows after the given ones repeat the first (their results unused)."""
         items = [state.pending for state in states]
         rows = items + [items[0]] * (self._batch_of(items[0]) - len(items))
         if isinstance(items[0], FinePass):
@@ -193,28 +197,21 @@ class Executor:
             self._answer(state, out[i].copy())
 
     def _deliver(self, stage: str, finished) -> None:
-        """Runs that ended: their tokens to the request that waits for them, or kept for its Await."""
+        """Runs that ended: their tokens to the request that waits for them (a background run's
+        stay in the runs for its Await)."""
         for state, tokens, background in finished:
             if not background:
                 self._answer(state, tokens)
-                continue
-            state.results[stage] = tokens
-            if isinstance(state.pending, Await) and state.pending.stage == stage:
-                self._answer(state, (tokens, True))
-
-    def _wake(self, stage: str, woken) -> None:
-        """Requests whose background run now has the tokens they asked for; its pacing resumes."""
-        for state, tokens in woken:
-            self._answer(state, (tokens, False))
-            self.runs[stage].paused[state.rows[stage].row] = state.holds_back
+            elif isinstance(state.pending, Await) and state.pending.stage == stage:
+                self._answer(state, RunTokens(tokens, True))
 
     @staticmethod
     def _answer(state: RequestState, reply) -> None:
         state.reply, state.pending = reply, None
 
 
-def _window_shape(item: FinePass | Decode) -> tuple:
-    """Items that may share a call: fine passes of one window length and codebook, decodes of one length."""
+def _call_shape(item: FinePass | Decode) -> tuple:
+    """One-call items that may share a call: fine passes of one window length and codebook, decodes of one length."""
     if isinstance(item, FinePass):
         return ("fine", item.codes.shape, item.pred_idx)
     return ("codec", item.codes.shape)

@@ -4,21 +4,25 @@
 
 A request's state is the scheduler's alone; the caller holds only its `Job`.
 It is the request's pipeline (a generator of work items, see stages/work.py),
-the work it asked for and not yet got, the reply to send in next, and the cache
-rows it holds per stage. The engine (core.py) moves requests through these
-states; the executor (executor.py) reads `pending` and `rows` and writes `reply`.
+the work it asked for and not yet got, the reply to send in next, the cache
+rows it holds per stage, and the chunks of audio it has streamed. The engine
+(core.py) moves requests through these states; the executor (executor.py) reads
+`pending` and `rows` and writes `reply`.
 
-The policy is the one place that decides who runs: `FifoPolicy` admits
-waiting requests in arrival order while fewer than `max_batch` run. At most
-`max_batch + max_queue` requests are held at once, waiting and running
-together; `add` refuses the next with QueueFullError, whatever the timing.
+The policy is the one place that decides who runs and who steps: `FifoPolicy`
+admits waiting requests in arrival order while fewer than `max_batch` run, and
+says, every round, whose background runs pause (the first-audio pacing); the
+executor carries that out with the runs' verbs (runs.py). Another policy gives
+the same two methods, `admit` and `pauses`. At most `max_batch + max_queue`
+requests are held at once, waiting and running together; `add` refuses the
+next with QueueFullError, whatever the timing.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Generator
+from typing import Any, Callable, Generator
 
 from ..errors import InputError, QueueFullError
 from .job import Job
@@ -45,14 +49,10 @@ class RequestState:
     pending: Any = None  # the work item asked for and not yet run
     reply: Any = None  # the last work item's result, sent into the pipeline when it next runs
     rows: dict[str, Any] = field(default_factory=dict)  # stage -> the decoder Sequence it holds
-    results: dict[str, Any] = field(default_factory=dict)  # stage -> the tokens of its background run, once ended
-    first_out: bool = False  # its first chunk of audio went out
-    first_audio_first: bool = True  # the policy's pacing (see FifoPolicy)
+    chunks_out: int = 0  # chunks of audio it has streamed
 
-    @property
-    def holds_back(self) -> bool:
-        """Whether its background runs wait until its own code asks for their tokens (see FifoPolicy)."""
-        return self.first_audio_first and not self.first_out
+
+Pauses = Callable[[RequestState], bool]  # whether a request's background runs pause this round
 
 
 class FifoPolicy:
@@ -60,8 +60,8 @@ class FifoPolicy:
 
     first_audio_first: a stream's semantic stage runs in the background while its coarse windows
     start (stages/stream.py); until the request's first chunk of audio is out, the semantic run
-    steps only while the coarse stage waits for its tokens, so the coarse steps that make the first
-    chunk are not slowed by it; after that both step in every round. False: both always step.
+    pauses: it steps only while the coarse stage waits for its tokens, so the coarse steps that make
+    the first chunk are not slowed by it; after that both step in every round. False: both always step.
     """
 
     def __init__(self, first_audio_first: bool = True):
@@ -69,10 +69,11 @@ class FifoPolicy:
 
     def admit(self, waiting: deque[RequestState], running: list[RequestState], max_batch: int) -> list[RequestState]:
         free = max(0, max_batch - len(running))
-        admitted = [waiting.popleft() for _ in range(min(free, len(waiting)))]
-        for state in admitted:
-            state.first_audio_first = self.first_audio_first
-        return admitted
+        return [waiting.popleft() for _ in range(min(free, len(waiting)))]
+
+    def pauses(self, state: RequestState) -> bool:
+        """Whether the request's background runs pause this round (step only while it awaits their tokens)."""
+        return self.first_audio_first and state.chunks_out == 0
 
 
 class Scheduler:

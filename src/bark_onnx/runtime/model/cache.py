@@ -8,30 +8,36 @@ Suno's Bark before has its `.pt` files in `$XDG_CACHE_HOME/suno/bark_v0`, and
 those are exported instead, offline. The precision follows the machine: fp16
 where CUDA runs the sessions, int8 on the CPU (see sessions/session.machine_precision).
 
+The runtime holds no export code: whoever asks for a default model (the `say` and
+`serve` commands, Suno's `preload_models`) passes an `Exporter`, the export extra's
+entry point as bark_onnx/first_use.py hands it down, and it is called only when a
+model is missing.
+
 TensorRT's engines and timing caches live here too (`trt/`, see paths.py).
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
 import os
 from pathlib import Path
+from typing import Protocol
 
+from ..constants import SUNO_FILES
 from ..errors import BarkOnnxError, ModelDirError
 from ..sessions.session import machine_precision
 from .config import CONFIG_FILE
 from .hub import OFFLINE_ENV, is_offline
 from .paths import cache_home, cache_root
 
-logger = logging.getLogger(__name__)
-
 HUB_MODELS = {True: "suno/bark-small", False: "suno/bark"}
-# Suno's checkpoint files per model size and stage (bark-small and bark)
-SUNO_FILES = {
-    "small": {"semantic": "text.pt", "coarse": "coarse.pt", "fine": "fine.pt"},
-    "large": {"semantic": "text_2.pt", "coarse": "coarse_2.pt", "fine": "fine_2.pt"},
-}
+EXPORT_EXTRA = "pip install 'bark-onnx[export]'"
+
+
+class Exporter(Protocol):
+    """Exports a checkpoint (a hub id or a Suno `.pt` file) into a model directory; returns it.
+    Raises ImportError when the export extra is not installed."""
+
+    def __call__(self, source: str, target: Path, *, precision: str, progress: bool) -> Path: ...
 
 
 def suno_use_small() -> bool:
@@ -45,9 +51,9 @@ def cached_model_dir(small: bool, precision: str | None = None, providers=None) 
 
 
 def ensure_model(small: bool, precision: str | None = None, progress: bool = True, providers=None,
-                 offline: bool = False) -> Path:
-    """The cached model directory, exported on first use (precision None: the machine's, see above;
-    offline: only from local files)."""
+                 offline: bool = False, exporter: Exporter | None = None) -> Path:
+    """The cached model directory, exported on first use by `exporter` (precision None: the
+    machine's, see above; offline: only from local files)."""
     precision = precision or machine_precision(providers)
     target = cached_model_dir(small, precision)
     if (target / CONFIG_FILE).is_file():
@@ -63,18 +69,17 @@ def ensure_model(small: bool, precision: str | None = None, progress: bool = Tru
             "(made by 'bark-onnx export --checkpoint LOCAL_CHECKPOINT --out DIR')")
     else:
         source = HUB_MODELS[small]
+    if exporter is None:
+        raise BarkOnnxError(f"no model in {target}, and no exporter was given to make it from {source}: pass a "
+                            "model directory made by 'bark-onnx export', or the export extra's exporter "
+                            "(bark_onnx.first_use.export_on_first_use)")
     try:
-        # the one way the runtime reaches export code (torch and onnx, the export extra): by name, and
-        # only when a missing model must be exported
-        export_model = importlib.import_module("bark_onnx.export.exporter").export_model
-    except ImportError:
+        return exporter(source, target, precision=precision, progress=progress)
+    except ImportError:  # torch, onnx or transformers missing
         raise BarkOnnxError(
             f"no model in {target}; exporting {source} there needs the export extra "
-            "(pip install 'bark-onnx[export]'), or pass --model with an exported model directory"
+            f"({EXPORT_EXTRA}), or pass --model with an exported model directory"
         ) from None
-    logger.warning("first use: exporting %s to %s", source, target)
-    try:
-        return export_model(source, target, precision=precision, progress=progress)
     except BarkOnnxError as err:
         raise ModelDirError(
             f"no model in {target}, and exporting {source} failed: {err}. Point at a local model with "
@@ -83,10 +88,10 @@ def ensure_model(small: bool, precision: str | None = None, progress: bool = Tru
 
 
 def model_or_default(model: str | Path | None, small: bool = True, progress: bool = True, providers=None,
-                     offline: bool = False) -> str | Path:
+                     offline: bool = False, exporter: Exporter | None = None) -> str | Path:
     """The model to load: `model` as given, or without one the default, suno/bark-small (suno/bark
-    with small=False) exported into the cache on first use. Every command and Bark's own
-    `preload_models` resolve their model here."""
+    with small=False) exported into the cache on first use by `exporter`. Every command and Bark's
+    own `preload_models` resolve their model here."""
     if model:
         return model
-    return ensure_model(small, progress=progress, providers=providers, offline=offline)
+    return ensure_model(small, progress=progress, providers=providers, offline=offline, exporter=exporter)

@@ -44,8 +44,8 @@ def generation(text_tokens: np.ndarray, voice: dict | None, options: GenerationO
     rngs = stage_rngs(seed)
     if stream:
         yield Spawn(semantic_run(text_tokens, semantic_history(voice), options.semantic, rngs[0]))
-        return (yield from streamed_generation(SemanticSource(on_end=_release_semantic), voice, options, rngs,
-                                               progress))
+        source = SemanticSource(at_end=[Release("semantic")])  # the run's row is free once its end is read
+        return (yield from streamed_generation(source, voice, options, rngs, progress))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     semantic = yield from semantic_loop(text_tokens, semantic_history(voice), options.semantic, rngs[0], progress)
@@ -62,25 +62,14 @@ def generation(text_tokens: np.ndarray, voice: dict | None, options: GenerationO
     return Generation(audio, semantic, coarse, fine, timings)
 
 
-def _release_semantic(tokens: np.ndarray):
-    yield Release("semantic")
-
-
 def streamed_generation(source: SemanticSource, voice: dict | None, options: GenerationOptions, rngs: list,
                         progress: Progress | None = None):
     """A stream whose semantic run is under way in the background (`source` reads it). Timings: from
     the start to the semantic stage's end, and to the stream's end."""
     t0 = time.perf_counter()
-    ended = {}
-
-    def on_end(tokens: np.ndarray):
-        ended["semantic"] = time.perf_counter() - t0
-        if source_end is not None:
-            yield from source_end(tokens)
-
-    source_end, source.on_end = source.on_end, on_end
     coarse, fine, audio = yield from streamed_audio(source, voice, options, rngs, progress)
-    timings = {"semantic": ended.get("semantic", 0.0), "stream": time.perf_counter() - t0}
+    timings = {"semantic": 0.0 if source.ended_at is None else source.ended_at - t0,
+               "stream": time.perf_counter() - t0}
     if source.tokens.size == 0:
         return _empty(source.tokens, timings)
     return Generation(audio, source.tokens, coarse, fine, timings)
@@ -115,19 +104,13 @@ def _prefetched_segments(segments: list[np.ndarray], voice: dict | None, pause: 
     """history="voice", streamed: segment i + 1's semantic run is spawned when segment i's ends."""
     rngs = [stage_rngs(s) for s in seeds]
     runs = [semantic_run(tokens, semantic_history(voice), options.semantic, r[0]) for tokens, r in zip(segments, rngs)]
-
-    def next_run(i: int):
-        def on_end(tokens: np.ndarray):
-            yield Release("semantic")
-            if i + 1 < len(runs):
-                yield Spawn(runs[i + 1])
-        return on_end
-
     parts = []
     yield Spawn(runs[0])
     for i in range(len(segments)):
         if i and pause.size:
             yield Emit(pause)
-        parts.append((yield from streamed_generation(SemanticSource(on_end=next_run(i)), voice, options, rngs[i],
+        # once segment i's run is seen to end: its row is free, and segment i + 1's run starts
+        at_end = [Release("semantic"), *([Spawn(runs[i + 1])] if i + 1 < len(runs) else [])]
+        parts.append((yield from streamed_generation(SemanticSource(at_end=at_end), voice, options, rngs[i],
                                                      progress)))
     return join(parts, pause)

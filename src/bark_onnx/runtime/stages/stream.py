@@ -2,8 +2,9 @@
 
 The semantic stage runs in the background (a spawned run) and the coarse
 windows start as soon as the semantic tokens they read exist (coarse.py's
-SemanticSource), so first audio does not wait for the whole semantic stage;
-after every coarse window, whenever enough new coarse frames exist, the fine
+SemanticSource), so first audio does not wait for the whole semantic stage.
+`streamed_audio` drives the stages: it asks the coarse stage for one window at a
+time (`CoarseWindows`), and whenever enough new coarse frames exist, the fine
 stage (`ChunkedFine`) and the codec (`ChunkedCodec`) run on that chunk and the
 audio goes out. Chunks start small (fast first audio) and double up to
 MAX_CHUNK frames (less recomputation).
@@ -21,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from ..options import GenerationOptions
-from .coarse import SemanticSource, coarse_loop
+from .coarse import CoarseWindows, SemanticSource
 from .codec import ChunkedCodec
 from .fine import FINE_RIGHT, ChunkedFine
 from .progress import Progress
@@ -46,25 +47,31 @@ def chunk_schedule(first: int = FIRST_CHUNK, largest: int = MAX_CHUNK) -> Iterat
 def streamed_audio(semantic: np.ndarray | SemanticSource, voice: dict | None, options: GenerationOptions,
                    rngs: list, progress: Progress | None = None):
     """Work items and Emit(chunk) items in; (coarse, fine, audio) of the whole stream out. `semantic`:
-    the tokens, or a source of those a background run is still making."""
+    the tokens, or a source of those a background run is still making.
+
+    After each coarse window, once the frames past the last chunk make the next chunk and its right
+    context, the fine stage finalizes them and the codec decodes them; after the last window (and
+    the coarse row's release) the rest goes out."""
+    coarse = CoarseWindows(semantic, voice, options.coarse, rngs[1], progress)
     fine = ChunkedFine(voice, options.fine.temperature, rngs[2])
     codec = ChunkedCodec()
     sizes = chunk_schedule()
-    state = {"next": next(sizes)}
+    target, right = next(sizes)
     pieces: list[np.ndarray] = []
-
-    def after_window(coarse: np.ndarray, last: bool):
-        target, right = state["next"]
-        if not last and coarse.shape[1] - fine.final < target + right:
-            return
-        codes = yield from fine.extend(coarse, last, right)
-        audio = yield from codec.extend(codes, last)
+    while not coarse.done:
+        yield from coarse.next_window()
+        last = coarse.done
+        if last and not coarse.steps:
+            break  # no coarse frames at all: no audio
+        codes = coarse.codes
+        if not last and codes.shape[1] - fine.final < target + right:
+            continue  # not yet a whole chunk
+        final = yield from fine.extend(codes, last, right)
+        audio = yield from codec.extend(final, last)
         if not last:
-            state["next"] = next(sizes)
+            target, right = next(sizes)
         if audio.size:
             pieces.append(audio)
             yield Emit(audio)
-
-    coarse = yield from coarse_loop(semantic, voice, options.coarse, rngs[1], progress, after_window)
     audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-    return coarse, fine.result, audio
+    return coarse.codes, fine.result, audio

@@ -12,7 +12,8 @@ concurrent ones, and the loop never touches a session or a cache itself.
                          code does not run in between: its stop rules are data the engine checks in bulk
     Spawn(Generate)      None, at once: the run goes on in the background (a stream's semantic stage
                          while its coarse windows start)
-    Await(stage, n)      (tokens so far, ended): once the background run of `stage` has n tokens or ended
+    Await(stage, n)      RunTokens(tokens so far, ended): once the background run of `stage` has n
+                         tokens or has ended
     Release(stage)       None; the request's cache row of that stage is free again
     FinePass(codes, i)   tokens (W,) of codebook i drawn for a window of codes (W, 8)
     Decode(codes)        audio (T * 320,) float32 for codes (8, T)
@@ -61,6 +62,14 @@ class Spawn:
 class Await:
     stage: str
     n: int  # tokens wanted
+
+
+@dataclass
+class RunTokens:
+    """An Await's reply: the background run's tokens so far, and whether it has ended."""
+
+    tokens: np.ndarray  # (n,) int64
+    ended: bool
 
 
 @dataclass

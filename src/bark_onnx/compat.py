@@ -5,7 +5,9 @@
 
 The model is the directory in $BARK_ONNX_MODEL, or the cached export of
 `suno/bark` (`suno/bark-small` with SUNO_USE_SMALL_MODELS set, as in Bark),
-made on first use under $XDG_CACHE_HOME/bark_onnx.
+made on first use under $XDG_CACHE_HOME/bark_onnx. That promise needs the
+exporter, so these functions live here, above the runtime (which never imports
+export code), and hand it down (first_use.py).
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .bark import Bark
-from .constants import SAMPLE_RATE
-from .errors import VoiceError
-from .files import write_atomic
-from .model.cache import model_or_default, suno_use_small
-from .model.voices import validate_voice
-from .options import check_seed
-from .stages.pipeline import stage_rngs
+from .first_use import export_on_first_use
+from .runtime.bark import Bark
+from .runtime.constants import SAMPLE_RATE
+from .runtime.errors import VoiceError
+from .runtime.files import write_atomic
+from .runtime.model.cache import model_or_default, suno_use_small
+from .runtime.model.voices import validate_voice
+from .runtime.options import check_seed
+from .runtime.stages.pipeline import stage_rngs
 
 _MODEL: Bark | None = None
 
@@ -40,7 +43,8 @@ def preload_models(text_use_gpu=True, text_use_small=False, coarse_use_gpu=True,
     small = suno_use_small() or text_use_small or coarse_use_small or fine_use_small
     use_gpu = text_use_gpu or coarse_use_gpu or fine_use_gpu or codec_use_gpu
     providers = None if use_gpu else ["cpu"]
-    model_dir = model_or_default(os.environ.get("BARK_ONNX_MODEL"), small=small, providers=providers)
+    model_dir = model_or_default(os.environ.get("BARK_ONNX_MODEL"), small=small, providers=providers,
+                                 exporter=export_on_first_use)
     _MODEL = Bark.load(model_dir, providers=providers)
     return _MODEL
 
