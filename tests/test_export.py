@@ -210,7 +210,8 @@ def test_residual_norm_fused_only_in_fp16_graphs():
     fp32 graphs, and the int8/int4 graphs made from them, keep Add + LayerNormalization, which ONNX
     Runtime's CPU kernels run several times faster than SkipLayerNormalization."""
     from bark_onnx.export.factory import gpt_configs, random_gpt_state
-    from bark_onnx.export.gpt_graphs import build_causal, build_fine
+    from bark_onnx.export.fine_graph import build_fine
+    from bark_onnx.export.gpt_graphs import build_causal
 
     cfgs = gpt_configs("tiny")
     for dtype in (np.float16, np.float32):

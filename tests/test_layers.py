@@ -143,7 +143,7 @@ def test_a_missing_default_model_is_made_by_the_exporter_given(model_dirs, monke
     tts = commands._load(None, "cpu", None, True, exporter=exporter)
     try:
         target = cached_model_dir(True, providers=["cpu"])
-        assert calls == [(str(suno / "text.pt"), target, "fp32", False)] and tts.model_dir == target
+        assert calls == [(str(suno / "text.pt"), target, "int8", False)] and tts.model_dir == target
     finally:
         tts.close()
     commands._load(None, "cpu", None, True, exporter=exporter).close()  # in the cache now: not exported again

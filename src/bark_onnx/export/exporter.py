@@ -28,7 +28,8 @@ from bark_onnx.kernels.quantize import QUANTIZED, fp16_storage, quantize_graph
 
 from .checkpoints import load_checkpoint
 from .codec_graph import build_codec
-from .gpt_graphs import build_causal, build_fine
+from .fine_graph import build_fine
+from .gpt_graphs import build_causal
 from .models import build_models
 from .onnx_builder import OPSET
 from .tokenizer import write_tokenizer
