@@ -6,7 +6,8 @@ First the machine, measured with ONNX Runtime's own kernels on the same threads:
 - its int8 GEMM (`DynamicQuantizeLinear` + `MatMulIntegerToFloat`, the form `quantize_dynamic`
   writes) and its fp32 GEMM, each on a chain of bark-small-shaped products (768 x 3072 and
   3072 x 768) at the row counts the calls have (1, 8, 32, 887, 1024);
-- a memory read: `ReduceSum` over 400 MB, far beyond the caches.
+- a memory read: the faster of `ReduceSum` over 400 MB and a one-row fp32 product with 256 MB of
+  weights, both far beyond the caches.
 
 Then each call type of a model directory, timed through the runtime's own decoder and sessions:
 semantic and coarse steps at 1, 8 and 32 rows (700 and 900 cached positions: Bark's contexts),
@@ -108,9 +109,13 @@ def gemm_peak(kind: str, rows: int, threads: int) -> float:
 
 
 def read_rate(threads: int) -> float:
-    """Bytes per second ONNX Runtime reads from memory (a sum over 400 MB)."""
+    """Bytes per second ONNX Runtime reads from memory: the faster of a sum over 400 MB and a
+    one-row fp32 product with 256 MB of weights (either alone reads below what the steps reach on
+    some runs)."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
+
+    from .roofline import _matmul_session
 
     session = _session([helper.make_node("ReduceSum", ["x"], ["y"], keepdims=0)],
                        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [READ_FLOATS])],
@@ -119,7 +124,12 @@ def read_rate(threads: int) -> float:
     binding = session.io_binding()
     binding.bind_ortvalue_input("x", x)
     binding.bind_output("y")
-    return 4 * READ_FLOATS / _best_seconds(lambda: session.run_with_iobinding(binding), 5)
+    summed = 4 * READ_FLOATS / _best_seconds(lambda: session.run_with_iobinding(binding), 5)
+    del session, binding, x
+    k, n = 4096, 16384
+    product = _matmul_session(1, k, n, threads)
+    row = np.ones((1, k), np.float32)
+    return max(summed, 4 * k * n / _best_seconds(lambda: product.run(None, {"x": row}), 5))
 
 
 def machine_peaks(rows: tuple[int, ...], threads: int, int8: bool) -> dict:
