@@ -3,11 +3,11 @@
     say, voices         the runtime (runtime/commands.py)
     export, demo        the export extra: torch is imported only when they run (export/cli.py)
     serve               the serve extra: FastAPI is imported only when it runs (server/command.py)
+    bench <what>        the benchmarks, with a parser of their own (benchmarks/cli.py), imported only
+                        when asked for: the runtime never imports the benchmarks
 
 say and serve without --model export the default model on first use: this layer, which sees
 both the runtime and export, hands them the exporter (first_use.py).
-    bench <what>        the benchmarks, with a parser of their own (benchmarks/cli.py), imported only
-                        when asked for: the runtime never imports the benchmarks
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .roofline import WEIGHT_BYTES, best_time, block_params, codec_flops, cpu_session, stream_rate
+
 CHAIN = 24  # products per chain: 12 pairs of (768 x 3072, 3072 x 768), a bark-small MLP each
 SHAPES = ((768, 3072), (3072, 768))
 READ_FLOATS = 100_000_000  # 400 MB
@@ -43,19 +45,6 @@ TIMED = 12  # calls timed per step case (after 2 untimed)
 
 
 # ------------------------------------------------------------------ the machine
-
-
-def _session(nodes, inputs, outputs, inits, threads: int):
-    import onnxruntime as ort
-    from onnx import helper
-
-    graph = helper.make_graph(nodes, "peak", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = min(model.ir_version, 10)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def _chain(kind: str, threads: int):
@@ -77,7 +66,7 @@ def _chain(kind: str, threads: int):
                       helper.make_node("MatMulIntegerToFloat", [f"q{i}", f"w{i}", f"s{i}", f"ws{i}", f"z{i}"],
                                        [f"y{i}"], domain="com.microsoft")]
         x = f"y{i}"
-    return _session(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", SHAPES[0][0]])],
+    return cpu_session(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", SHAPES[0][0]])],
                     [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits, threads)
 
 
@@ -95,48 +84,43 @@ def _median_seconds(fn, calls: int) -> float:
     return float(np.median(_seconds(fn, calls)))
 
 
-def _best_seconds(fn, calls: int) -> float:
-    """A peak is what the machine can do: the fastest of the calls."""
-    return min(_seconds(fn, calls))
-
-
-def gemm_peak(kind: str, rows: int, threads: int) -> float:
-    """MACs per second of ONNX Runtime's int8 or fp32 GEMM at `rows` rows (bark-small's shapes)."""
-    session = _chain(kind, threads)
-    x = np.random.default_rng(1).standard_normal((rows, SHAPES[0][0]), dtype=np.float32)
-    macs = rows * sum(int(np.prod(SHAPES[i % 2])) for i in range(CHAIN))
-    return macs / _best_seconds(lambda: session.run(None, {"x": x}), 15 if rows <= 32 else 3)
+def gemm_peaks(kind: str, rows: tuple[int, ...], threads: int) -> dict[int, float]:
+    """MACs per second of ONNX Runtime's int8 or fp32 GEMM at each row count (bark-small's shapes)."""
+    session = _chain(kind, threads)  # built once: quantizing 24 products takes longer than timing them
+    macs = sum(int(np.prod(SHAPES[i % 2])) for i in range(CHAIN))
+    peaks = {}
+    for m in rows:
+        x = np.random.default_rng(1).standard_normal((m, SHAPES[0][0]), dtype=np.float32)
+        peaks[m] = m * macs / best_time(lambda: session.run(None, {"x": x}), 15 if m <= 32 else 3)
+    return peaks
 
 
 def read_rate(threads: int) -> float:
     """Bytes per second ONNX Runtime reads from memory: the faster of a sum over 400 MB and a
     one-row fp32 product with 256 MB of weights (either alone reads below what the steps reach on
     some runs)."""
+    return max(_sum_rate(threads), stream_rate(threads))
+
+
+def _sum_rate(threads: int) -> float:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from .roofline import _matmul_session
-
-    session = _session([helper.make_node("ReduceSum", ["x"], ["y"], keepdims=0)],
+    session = cpu_session([helper.make_node("ReduceSum", ["x"], ["y"], keepdims=0)],
                        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [READ_FLOATS])],
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [], threads)
     x = ort.OrtValue.ortvalue_from_numpy(np.ones(READ_FLOATS, np.float32))
     binding = session.io_binding()
     binding.bind_ortvalue_input("x", x)
     binding.bind_output("y")
-    summed = 4 * READ_FLOATS / _best_seconds(lambda: session.run_with_iobinding(binding), 5)
-    del session, binding, x
-    k, n = 4096, 16384
-    product = _matmul_session(1, k, n, threads)
-    row = np.ones((1, k), np.float32)
-    return max(summed, 4 * k * n / _best_seconds(lambda: product.run(None, {"x": row}), 5))
+    return 4 * READ_FLOATS / best_time(lambda: session.run_with_iobinding(binding), 5)
 
 
 def machine_peaks(rows: tuple[int, ...], threads: int, int8: bool) -> dict:
     """{'gemm': {rows: MAC/s}, 'fp32': MAC/s (the largest row count's fp32 GEMM), 'read': B/s}."""
     kind = "int8" if int8 else "fp32"
-    gemm = {m: gemm_peak(kind, m, threads) for m in rows}
-    fp32 = gemm[max(rows)] if not int8 else gemm_peak("fp32", max(rows), threads)
+    gemm = gemm_peaks(kind, rows, threads)
+    fp32 = gemm[max(rows)] if not int8 else gemm_peaks("fp32", (max(rows),), threads)[max(rows)]
     return {"gemm_kind": kind, "gemm": gemm, "fp32": fp32, "read": read_rate(threads)}
 
 
@@ -161,30 +145,24 @@ class Work:
         return (compute, "compute") if compute >= memory else (memory, "memory")
 
 
-def _block_params(cfg) -> int:
-    return cfg.n_layer * 12 * cfg.n_embd * cfg.n_embd  # qkv 3d^2 + proj d^2 + mlp 8d^2
-
-
 def causal_work(cfg, head_cols: int, rows: int, new: int, past: int, weight_bytes: float, kv_bytes: int) -> Work:
     """A semantic or coarse call: `rows` sequences of `new` positions after `past` cached ones."""
     d, layers = cfg.n_embd, cfg.n_layer
     attention = rows * layers * 2 * d * new * (past + (new + 1) / 2)  # q.k and p.v over the causal keys
-    return Work(weight_macs=rows * (new * _block_params(cfg) + d * head_cols),  # the head reads the last position
-                attention_macs=attention, weight_bytes=(_block_params(cfg) + d * head_cols) * weight_bytes,
+    return Work(weight_macs=rows * (new * block_params(cfg) + d * head_cols),  # the head reads the last position
+                attention_macs=attention, weight_bytes=(block_params(cfg) + d * head_cols) * weight_bytes,
                 cache_bytes=rows * layers * 2 * (past + new) * d * kv_bytes, gemm_rows=rows * new)
 
 
 def fine_work(cfg, positions: int, head_cols: int, weight_bytes: float) -> Work:
     d = cfg.n_embd
-    return Work(weight_macs=positions * (_block_params(cfg) + d * head_cols),
+    return Work(weight_macs=positions * (block_params(cfg) + d * head_cols),
                 attention_macs=cfg.n_layer * 2 * d * positions * positions,  # bidirectional
-                weight_bytes=(_block_params(cfg) + d * head_cols) * weight_bytes, cache_bytes=0,
+                weight_bytes=(block_params(cfg) + d * head_cols) * weight_bytes, cache_bytes=0,
                 gemm_rows=positions)
 
 
 def codec_work(codec, frames: int, model_dir: Path) -> Work:
-    from .roofline import codec_flops
-
     weights = sum(p.stat().st_size for p in model_dir.glob("codec.onnx*"))
     return Work(weight_macs=0, attention_macs=codec_flops(codec, frames) / 2, weight_bytes=weights,
                 cache_bytes=0, gemm_rows=frames)
@@ -223,8 +201,6 @@ def _time_prefill(decoder, positions: int, band: tuple[int, int], rng, rounds: i
 def measure_calls(model_dir: Path, threads: int, rounds: int = 3) -> tuple[list[dict], str]:
     """Each call type's work and median seconds on the CPU provider, and the model's precision."""
     from bark_onnx import Bark
-
-    from .roofline import WEIGHT_BYTES
 
     tts = Bark.load(model_dir, providers=["cpu"], threads=threads, max_batch=max(STEP_ROWS))
     try:

@@ -36,7 +36,7 @@ def cmd_bench(args) -> int:
         _write_partial(raw, out)
         return int(code)
     results = report.summarize(json.loads(raw.read_text()), {"torch_device": args.torch_device})
-    _add_roofline(args, results)
+    _add_stage_bound(args, results)
     written = _write(out, results)  # the timings are safe before the (slower) precision price
     if not args.no_quality:
         _add_quality(args, results)
@@ -67,7 +67,7 @@ def _precisions(args) -> list[str]:
     return [b.strip()[len("onnx-"):] for b in args.backends.split(",") if b.strip().startswith("onnx-")]
 
 
-def _add_roofline(args, results: dict) -> None:
+def _add_stage_bound(args, results: dict) -> None:
     """The lower bound from this CPU's measured rates: for runs of the ONNX backends on the CPU only."""
     from .prepare import prepare
 

@@ -20,23 +20,32 @@ from .workload import Workload
 WEIGHT_BYTES = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5 + 4 / 32}  # int4: + a scale per block of 32
 
 
-def _matmul_session(m: int, k: int, n: int, threads: int):
+def cpu_session(nodes, inputs, outputs, inits, threads: int):
+    """A session of a small graph of ONNX Runtime's own ops (contrib ops too) on the CPU provider."""
     import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
-    w = np.random.default_rng(0).standard_normal((k, n), dtype=np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
-                              [numpy_helper.from_array(w, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    graph = helper.make_graph(nodes, "rate", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = min(model.ir_version, 10)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def _best_time(fn, repeat: int) -> float:
+def _matmul_session(m: int, k: int, n: int, threads: int):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).standard_normal((k, n), dtype=np.float32)
+    return cpu_session([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+                       [numpy_helper.from_array(w, "w")], threads)
+
+
+def best_time(fn, repeat: int) -> float:
+    """The fastest of `repeat` calls of fn, after an untimed one: a rate's peak is what the machine can do."""
     fn()
     best = float("inf")
     for _ in range(repeat):
@@ -51,15 +60,19 @@ def machine_rates(threads: int) -> dict[str, float]:
     m, k, n = 887, 768, 3072
     sess = _matmul_session(m, k, n, threads)
     x = np.random.default_rng(1).standard_normal((m, k), dtype=np.float32)
-    flops = 2 * m * k * n / _best_time(lambda: sess.run(None, {"x": x}), 5)
-    k, n = 4096, 16384  # 256 MB of weights: far beyond the caches
+    flops = 2 * m * k * n / best_time(lambda: sess.run(None, {"x": x}), 5)
+    return {"sgemm_flops": flops, "stream_bytes": stream_rate(threads)}
+
+
+def stream_rate(threads: int) -> float:
+    """Bytes per second a one-row fp32 product streams from 256 MB of weights, far beyond the caches."""
+    k, n = 4096, 16384
     sess = _matmul_session(1, k, n, threads)
     x = np.random.default_rng(2).standard_normal((1, k), dtype=np.float32)
-    stream = 4 * k * n / _best_time(lambda: sess.run(None, {"x": x}), 5)
-    return {"sgemm_flops": flops, "stream_bytes": stream}
+    return 4 * k * n / best_time(lambda: sess.run(None, {"x": x}), 5)
 
 
-def _block_params(cfg: GPTConfig) -> int:
+def block_params(cfg: GPTConfig) -> int:
     d = cfg.n_embd
     return cfg.n_layer * 12 * d * d  # qkv 3d^2 + proj d^2 + mlp 8d^2
 
@@ -67,10 +80,10 @@ def _block_params(cfg: GPTConfig) -> int:
 def _call(cfg: GPTConfig, new: int, past: int, head_cols: int, wbytes: float, rates: dict) -> float:
     """Seconds for one causal call: `new` tokens after `past` cached ones."""
     d, layers = cfg.n_embd, cfg.n_layer
-    params = _block_params(cfg) + d * head_cols
+    params = block_params(cfg) + d * head_cols
     total = past + new
     attn_flops = 2 * 2 * layers * d * new * (past + (new + 1) / 2)  # causal QK^T and PV
-    flops = 2 * _block_params(cfg) * new + 2 * d * head_cols + attn_flops
+    flops = 2 * block_params(cfg) * new + 2 * d * head_cols + attn_flops
     bytes_moved = params * wbytes + 2 * layers * total * d * 4  # weights + the K/V read (fp32 cache)
     return max(flops / rates["sgemm_flops"], bytes_moved / rates["stream_bytes"])
 
@@ -95,8 +108,8 @@ def estimate(configs: dict, codec: CodecConfig, w: Workload, precision: str, rat
     # fine: per window 6 non-causal forwards over 1024 frames
     windows = 1 + max(0, int(np.ceil((w.frames - 1024) / 512)))
     d = fine.n_embd
-    fine_flops = 2 * _block_params(fine) * 1024 + 4 * fine.n_layer * d * 1024 * 1024 + 2 * d * 1024 * 1024
-    fine_bytes = (_block_params(fine) * wb) + 1024 * d * 4 * fine.n_layer * 8  # weights + activations
+    fine_flops = 2 * block_params(fine) * 1024 + 4 * fine.n_layer * d * 1024 * 1024 + 2 * d * 1024 * 1024
+    fine_bytes = (block_params(fine) * wb) + 1024 * d * 4 * fine.n_layer * 8  # weights + activations
     t_fine = windows * 6 * max(fine_flops / rates["sgemm_flops"], fine_bytes / rates["stream_bytes"])
     return {"semantic": t_sem, "coarse": t_coarse, "fine": t_fine, "codec": codec_seconds(codec, w, rates)}
 
