@@ -8,8 +8,13 @@ import sys
 
 import pytest
 
-from bark_onnx.benchmarks.call_roofline import STEP_ROWS, Work, causal_work, fine_work, rows_of, table
-from bark_onnx.runtime.model.config import GPTConfig
+from bark_onnx.benchmarks.call_roofline import STEP_ROWS, rows_of, segment_rows, table
+from bark_onnx.benchmarks.roofline import (
+    Work, causal_work, estimate, fine_work, rates_as_peaks, segment_calls, voice_coarse_history,
+)
+from bark_onnx.benchmarks.workload import SEGMENT, Workload
+from bark_onnx.runtime.model.config import CodecConfig, GPTConfig
+from bark_onnx.runtime.options import CoarseOptions
 
 
 def _cfg(layers=2, d=64):
@@ -54,6 +59,80 @@ def test_the_bound_is_the_larger_of_compute_and_memory():
                                        "calls": rows})
 
 
+def _configs():
+    return {"semantic": _cfg(), "coarse": _cfg(), "fine": _cfg()}
+
+
+def _calls(w: Workload, voice: bool, requests: int = 1) -> list:
+    return list(segment_calls(_configs(), CodecConfig(), w, "int8", voice, requests))
+
+
+def test_a_segment_makes_the_calls_of_barks_algorithm():
+    w = Workload(semantic_tokens=100)  # 300 coarse tokens: 5 windows of 60, 150 frames
+    calls = _calls(w, voice=False)
+    kinds = [(stage, kind) for stage, kind, _ in calls]
+    assert kinds.count(("semantic", "prefill")) == 1 and kinds.count(("semantic", "step")) == 99
+    prefills = [work.gemm_rows for stage, kind, work in calls if (stage, kind) == ("coarse", "prefill")]
+    assert w.coarse_tokens == 300 and prefills == [257, 317, 377, 437, 497]  # 256 + infer + the history so far
+    assert kinds.count(("coarse", "step")) == 300 - 5  # each window's first token comes from its prefill
+    assert kinds.count(("fine", "fine pass")) == 6 and kinds[-1] == ("codec", "codec chunk")
+    steps = [work for stage, kind, work in calls if (stage, kind) == ("semantic", "step")]
+    assert steps[0].cache_bytes == 2 * 2 * 258 * 64 * 4  # layers x (k, v) x positions x d x fp32
+    assert steps[-1].cache_bytes == 2 * 2 * (257 + 99) * 64 * 4
+
+
+def test_a_voice_fills_the_histories_from_the_first_window():
+    assert voice_coarse_history(CoarseOptions()) == 626  # 209 semantic tokens' worth, less Bark's last two
+    prefills = [work.gemm_rows for stage, kind, work in _calls(SEGMENT, voice=True) if kind == "prefill"]
+    assert prefills[0] == 257 and prefills[1] == 257 + 626 and set(prefills[2:]) == {257 + 630}
+    assert len(prefills) == 1 + 33  # the semantic prefill and 33 windows for 1952 coarse tokens
+    kinds = [kind for _, kind, _ in _calls(SEGMENT, voice=True)]
+    assert kinds.count("fine pass") == 12  # 512 frames of history: 976 frames need two windows
+    assert [kind for _, kind, _ in _calls(SEGMENT, voice=False)].count("fine pass") == 6
+
+
+def test_requests_in_step_share_the_weights_of_each_call():
+    one, eight = _calls(Workload(semantic_tokens=20), True), _calls(Workload(semantic_tokens=20), True, requests=8)
+    assert len(one) == len(eight)
+    for (_, _, a), (_, _, b) in zip(one, eight):
+        assert b.weight_bytes == a.weight_bytes and b.cache_bytes == 8 * a.cache_bytes
+        assert b.weight_macs == 8 * a.weight_macs and b.attention_macs == 8 * a.attention_macs
+
+
+def test_a_stage_is_bound_by_the_sum_of_its_calls():
+    w = Workload(semantic_tokens=40)
+    rates = {"sgemm_flops": 2e11, "stream_bytes": 2e10}
+    got = estimate(_configs(), CodecConfig(), w, "int8", rates)
+    peaks = rates_as_peaks(rates)
+    want = dict.fromkeys(got, 0.0)
+    for stage, _, work in segment_calls(_configs(), CodecConfig(), w, "int8"):
+        want[stage] += work.bound(peaks)[0]
+    assert got == pytest.approx(want) and all(v > 0 for v in got.values())
+
+
+def test_a_segment_at_the_pace_of_the_timed_calls():
+    peaks = {"gemm": {1: 1e10, 8: 8e10, 887: 3e11}, "fp32": 1e11, "read": 1e10}
+    paces = {"semantic step": 0.5, "coarse step": 0.8, "coarse window prefill": 0.25, "fine pass": 1.0,
+             "codec chunk": 0.1}
+    rows = [{"call": call, "rows": n, "of_bound": pace} for call, pace in paces.items() for n in (1, 8)]
+    config = type("Config", (), {**_configs(), "codec": CodecConfig()})
+    w = Workload(semantic_tokens=40)
+    got = segment_rows(config, "int8", peaks, rows, 4, 0.0, w, cases=(("v", True, 8),))[0]
+    bound = dict.fromkeys(got["bound_s"], 0.0)
+    paced = dict.fromkeys(got["bound_s"], 0.0)
+    for stage, kind, work in segment_calls(_configs(), CodecConfig(), w, "int8", True, 8):
+        seconds = work.bound(peaks)[0]
+        bound[stage] += seconds
+        pace = paces[f"{stage} step"] if kind == "step" else {"prefill": 0.25, "fine pass": 1.0, "codec chunk": 0.1}[kind]
+        paced[stage] += seconds / pace
+    assert got["bound_s"] == pytest.approx(bound) and got["paced_s"] == pytest.approx(paced)
+    assert got["paced_s"]["codec"] == pytest.approx(10 * got["bound_s"]["codec"])
+    assert got["audio_s"] == pytest.approx(8 * w.audio_seconds)
+    text = table({"peaks": peaks | {"gemm_kind": "int8"}, "threads": 2, "cpu_flags": "avx2", "calls": [],
+                  "segment": [got]})
+    assert "| v | 8 | " in text
+
+
 @pytest.mark.slow
 def test_bench_roofline_times_every_call_type(tmp_path):
     out = tmp_path / "roofline.json"
@@ -69,3 +148,6 @@ def test_bench_roofline_times_every_call_type(tmp_path):
     assert result["precision"] == "int8" and result["peaks"]["gemm_kind"] == "int8"
     assert result["peaks"]["read"] > 0 and all(v > 0 for v in result["peaks"]["gemm"].values())
     assert "| coarse window prefill | 1 | 887 |" in proc.stdout
+    assert [(r["case"], r["requests"]) for r in result["segment"]] == [
+        ("without a voice", 1), ("with a voice", 1), ("with a voice", 8)]
+    assert all(0 < r["bound_s"][s] for r in result["segment"] for s in ("semantic", "coarse", "fine", "codec"))

@@ -20,18 +20,26 @@ graph is), the bytes moved (weights once per call, the KV cache read), the media
                 bytes / read rate)
 
 `of bound` is bound / time: 1.0 runs at the machine's rate; what bounds it says which term is larger.
+
+Last, a whole 13 s segment: every call Bark's algorithm makes (roofline.segment_calls), without a
+voice, with one, and eight requests with voices in step, each stage summed at its calls' bounds
+(the fastest these kernels allow on this machine) and at the pace the timed calls ran (what the
+runtime should take: compare it with `bark-onnx bench stages`).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .roofline import WEIGHT_BYTES, best_time, block_params, codec_flops, cpu_session, stream_rate
+from .roofline import (
+    COARSE_HEAD, SEMANTIC_HEAD, WEIGHT_BYTES, Work, best_time, causal_work, codec_work, cpu_session, fine_work,
+    segment_calls, stream_rate,
+)
+from .workload import SEGMENT, STAGES, Workload
 
 CHAIN = 24  # products per chain: 12 pairs of (768 x 3072, 3072 x 768), a bark-small MLP each
 SHAPES = ((768, 3072), (3072, 768))
@@ -124,50 +132,6 @@ def machine_peaks(rows: tuple[int, ...], threads: int, int8: bool) -> dict:
     return {"gemm_kind": kind, "gemm": gemm, "fp32": fp32, "read": read_rate(threads)}
 
 
-# ------------------------------------------------------------------ the work of a call
-
-
-@dataclass
-class Work:
-    """What a call computes and moves: weight MACs (at the GEMM's `gemm_rows`), attention MACs
-    (fp32), and bytes (weights once, the KV cache read)."""
-
-    weight_macs: float
-    attention_macs: float
-    weight_bytes: float
-    cache_bytes: float
-    gemm_rows: int
-
-    def bound(self, peaks: dict) -> tuple[float, str]:
-        gemm = peaks["gemm"][min(peaks["gemm"], key=lambda m: abs(m - self.gemm_rows))]
-        compute = self.weight_macs / gemm + self.attention_macs / peaks["fp32"]
-        memory = (self.weight_bytes + self.cache_bytes) / peaks["read"]
-        return (compute, "compute") if compute >= memory else (memory, "memory")
-
-
-def causal_work(cfg, head_cols: int, rows: int, new: int, past: int, weight_bytes: float, kv_bytes: int) -> Work:
-    """A semantic or coarse call: `rows` sequences of `new` positions after `past` cached ones."""
-    d, layers = cfg.n_embd, cfg.n_layer
-    attention = rows * layers * 2 * d * new * (past + (new + 1) / 2)  # q.k and p.v over the causal keys
-    return Work(weight_macs=rows * (new * block_params(cfg) + d * head_cols),  # the head reads the last position
-                attention_macs=attention, weight_bytes=(block_params(cfg) + d * head_cols) * weight_bytes,
-                cache_bytes=rows * layers * 2 * (past + new) * d * kv_bytes, gemm_rows=rows * new)
-
-
-def fine_work(cfg, positions: int, head_cols: int, weight_bytes: float) -> Work:
-    d = cfg.n_embd
-    return Work(weight_macs=positions * (block_params(cfg) + d * head_cols),
-                attention_macs=cfg.n_layer * 2 * d * positions * positions,  # bidirectional
-                weight_bytes=(block_params(cfg) + d * head_cols) * weight_bytes, cache_bytes=0,
-                gemm_rows=positions)
-
-
-def codec_work(codec, frames: int, model_dir: Path) -> Work:
-    weights = sum(p.stat().st_size for p in model_dir.glob("codec.onnx*"))
-    return Work(weight_macs=0, attention_macs=codec_flops(codec, frames) / 2, weight_bytes=weights,
-                cache_bytes=0, gemm_rows=frames)
-
-
 # ------------------------------------------------------------------ the calls
 
 
@@ -208,7 +172,7 @@ def measure_calls(model_dir: Path, threads: int, rounds: int = 3) -> tuple[list[
         wbytes = WEIGHT_BYTES[config.precision]
         rng = np.random.default_rng(0)
         calls = []
-        for stage, band, head in (("semantic", (0, 10_000), 10_001), ("coarse", (10_000, 12_048), 2048)):
+        for stage, band, head in (("semantic", (0, 10_000), SEMANTIC_HEAD), ("coarse", (10_000, 12_048), COARSE_HEAD)):
             decoder, cfg = tts.decoders[stage], getattr(config, stage)
             kv = np.dtype(decoder.kv_dtype).itemsize
             for rows in STEP_ROWS:
@@ -231,7 +195,7 @@ def measure_calls(model_dir: Path, threads: int, rounds: int = 3) -> tuple[list[
         codes = {"codes": rng.integers(0, 1024, (1, 8, CODEC_FRAMES))}
         seconds = _median_seconds(lambda: codec.run(None, codes), rounds)
         calls.append({"call": "codec chunk", "rows": 1, "positions": f"{CODEC_FRAMES} frames", "seconds": seconds,
-                      "work": codec_work(config.codec, CODEC_FRAMES, Path(model_dir))})
+                      "work": codec_work(config.codec, CODEC_FRAMES, codec_bytes(Path(model_dir)))})
         return calls, config.precision
     finally:
         tts.close()
@@ -254,6 +218,47 @@ def rows_of(calls: list[dict], peaks: dict) -> list[dict]:
     return out
 
 
+# ------------------------------------------------------------------ a whole segment
+
+# (case, voice, requests in step): one request as `bench stages` runs it, and eight at once
+SEGMENT_CASES = (("without a voice", False, 1), ("with a voice", True, 1), ("with a voice", True, 8))
+
+
+def codec_bytes(model_dir: Path) -> float:
+    return float(sum(p.stat().st_size for p in model_dir.glob("codec.onnx*")))
+
+
+def _paces(rows: list[dict]) -> dict:
+    """of_bound of each timed call type, by the (kind, rows) that `segment_calls` names."""
+    paces = {}
+    for r in rows:
+        kind = {"coarse window prefill": "prefill", "fine pass": "fine pass", "codec chunk": "codec chunk"}.get(
+            r["call"], r["call"])  # 'semantic step', 'coarse step'
+        paces[(kind, r["rows"])] = r["of_bound"]
+    return paces
+
+
+def segment_rows(config, precision: str, peaks: dict, rows: list[dict], kv_bytes: int, codec_weights: float,
+                 workload: Workload = SEGMENT, cases=SEGMENT_CASES) -> list[dict]:
+    """One segment's calls (`segment_calls`), each stage summed twice: at the calls' bounds, and at
+    the pace the timed calls of the same type ran (bound / of_bound; a prefill, fine pass or codec
+    call at its one-row pace, a step at its row count's)."""
+    configs = {"semantic": config.semantic, "coarse": config.coarse, "fine": config.fine}
+    paces = _paces(rows)
+    out = []
+    for case, voice, requests in cases:
+        bound, paced = dict.fromkeys(STAGES, 0.0), dict.fromkeys(STAGES, 0.0)
+        for stage, kind, work in segment_calls(configs, config.codec, workload, precision, voice, requests,
+                                               kv_bytes, codec_weights):
+            seconds = work.bound(peaks)[0]
+            bound[stage] += seconds
+            paced[stage] += seconds / (paces[(f"{stage} step", requests)] if kind == "step" else paces[(kind, 1)])
+        out.append({"case": case, "requests": requests, "semantic_tokens": workload.semantic_tokens,
+                    "coarse_tokens": workload.coarse_tokens, "frames": workload.frames,
+                    "audio_s": requests * workload.audio_seconds, "bound_s": bound, "paced_s": paced})
+    return out
+
+
 def table(result: dict) -> str:
     p = result["peaks"]
     gemm = ", ".join(f"{m} rows {r / 1e9:.0f}" for m, r in p["gemm"].items())
@@ -266,10 +271,23 @@ def table(result: dict) -> str:
                      f"{r['attention_gmac']:.3f} | {r['weight_mb']:.1f} | {r['cache_mb']:.1f} | {r['ms']:.2f} | "
                      f"{r['gmac_per_s']:.0f} | {r['gb_per_s']:.1f} | {r['bound_ms']:.2f} | {r['bound_by']} | "
                      f"{r['of_bound']:.2f} |")
+    if result.get("segment"):
+        first = result["segment"][0]
+        lines += ["", f"A {first['audio_s'] / first['requests']:.1f} s segment ({first['semantic_tokens']} semantic "
+                  f"tokens, {first['coarse_tokens']} coarse, {first['frames']} frames), every call of each stage "
+                  "summed (s): at the calls' bounds / at the pace of the calls above", "",
+                  "| case | requests | " + " | ".join(STAGES) + " | total | audio s per s |", "|" + "---|" * 8]
+        for r in result["segment"]:
+            b, p = r["bound_s"], r["paced_s"]
+            cells = [f"{b[s]:.2f} / {p[s]:.2f}" for s in STAGES]
+            total_b, total_p = sum(b.values()), sum(p.values())
+            lines.append(f"| {r['case']} | {r['requests']} | " + " | ".join(cells) + f" | {total_b:.1f} / "
+                         f"{total_p:.1f} | {r['audio_s'] / total_b:.2f} / {r['audio_s'] / total_p:.2f} |")
     return "\n".join(lines)
 
 
 def run(model_dir: Path, threads: int | None = None, rounds: int = 3, out=sys.stdout) -> dict:
+    from bark_onnx.runtime.model.config import ModelConfig
     from bark_onnx.runtime.sessions.session import default_threads
 
     from .report import cpu_flags
@@ -278,7 +296,11 @@ def run(model_dir: Path, threads: int | None = None, rounds: int = 3, out=sys.st
     calls, precision = measure_calls(model_dir, threads, rounds)
     peaks = machine_peaks(tuple(sorted({c["work"].gemm_rows for c in calls if c["work"].weight_macs}
                                        | {1, 8, 32})), threads, precision in ("int8", "int4"))
+    rows = rows_of(calls, peaks)
+    config = ModelConfig.load(model_dir)
+    kv_bytes = 2 if precision == "fp16" else 4  # the cache is fp16 where the graphs are
     result = {"model": str(model_dir), "precision": precision, "threads": threads, "cpu_flags": cpu_flags(),
-              "peaks": peaks, "calls": rows_of(calls, peaks)}
+              "peaks": peaks, "calls": rows,
+              "segment": segment_rows(config, precision, peaks, rows, kv_bytes, codec_bytes(Path(model_dir)))}
     print(table(result), file=out, flush=True)
     return result

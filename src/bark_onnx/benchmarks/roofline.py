@@ -1,23 +1,35 @@
-"""A lower bound per stage from the shapes: FLOPs, bytes moved, and this machine's rates.
+"""Lower bounds from the shapes: the work of each graph call, and this machine's rates.
 
-Each graph call costs at least max(FLOPs / sgemm rate, bytes / stream rate):
-the matrix work at the measured sgemm rate, and the weights (plus the KV
-cache read) streamed at the measured rate of a weight-bound matrix-vector
-product. Both rates are measured here with ONNX Runtime on the same threads.
+`Work` is what one call computes and moves (weight and attention MACs, weight and
+KV-cache bytes); its bound is the larger of the MACs at the machine's measured
+GEMM rates and the bytes at its measured read rate. `segment_calls` walks every
+call of one segment by Bark's algorithm (windows, prefills, steps, fine passes),
+so a stage's bound is the sum of its calls' bounds. The rates are measured here
+with ONNX Runtime on the same threads: `machine_rates` (one sgemm rate and one
+stream rate, for `bark-onnx bench`) or call_roofline's `machine_peaks` (the
+int8 and fp32 GEMMs at each row count, for `bark-onnx bench roofline`).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from bark_onnx.runtime.stages.coarse import CoarseOptions
+from bark_onnx.runtime.constants import (
+    CODEBOOK_SIZE, COARSE_LOGITS, FINE_HISTORY, FINE_WINDOW, MAX_TEXT_TOKENS, N_COARSE_CODEBOOKS, N_FINE_CODEBOOKS,
+    SEMANTIC_LOGITS, SEMANTIC_TO_COARSE_RATIO,
+)
 from bark_onnx.runtime.model.config import CodecConfig, GPTConfig
+from bark_onnx.runtime.stages.coarse import CoarseOptions
+from bark_onnx.runtime.stages.fine import fine_windows
 
 from .workload import Workload
 
 WEIGHT_BYTES = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5 + 4 / 32}  # int4: + a scale per block of 32
+SEMANTIC_HEAD = SEMANTIC_LOGITS[1] - SEMANTIC_LOGITS[0]  # the logits columns each graph's head computes
+COARSE_HEAD = COARSE_LOGITS[1] - COARSE_LOGITS[0]
 
 
 def cpu_session(nodes, inputs, outputs, inits, threads: int):
@@ -77,46 +89,107 @@ def block_params(cfg: GPTConfig) -> int:
     return cfg.n_layer * 12 * d * d  # qkv 3d^2 + proj d^2 + mlp 8d^2
 
 
-def _call(cfg: GPTConfig, new: int, past: int, head_cols: int, wbytes: float, rates: dict) -> float:
-    """Seconds for one causal call: `new` tokens after `past` cached ones."""
+# ------------------------------------------------------------------ the work of a call
+
+
+@dataclass
+class Work:
+    """What a call computes and moves: weight MACs (at the GEMM's `gemm_rows`), attention MACs
+    (fp32), and bytes (weights once, the KV cache read)."""
+
+    weight_macs: float
+    attention_macs: float
+    weight_bytes: float
+    cache_bytes: float
+    gemm_rows: int
+
+    def bound(self, peaks: dict) -> tuple[float, str]:
+        """(seconds, 'compute' or 'memory'): the larger of the MACs at the machine's rates and the
+        bytes at its read rate. peaks: {'gemm': {rows: MAC/s}, 'fp32': MAC/s, 'read': B/s}; the GEMM
+        rate is that of the measured row count nearest the call's."""
+        gemm = peaks["gemm"][min(peaks["gemm"], key=lambda m: abs(m - self.gemm_rows))]
+        compute = self.weight_macs / gemm + self.attention_macs / peaks["fp32"]
+        memory = (self.weight_bytes + self.cache_bytes) / peaks["read"]
+        return (compute, "compute") if compute >= memory else (memory, "memory")
+
+
+def causal_work(cfg: GPTConfig, head_cols: int, rows: int, new: int, past: int, weight_bytes: float,
+                kv_bytes: int) -> Work:
+    """A semantic or coarse call: `rows` sequences of `new` positions after `past` cached ones."""
     d, layers = cfg.n_embd, cfg.n_layer
-    params = block_params(cfg) + d * head_cols
-    total = past + new
-    attn_flops = 2 * 2 * layers * d * new * (past + (new + 1) / 2)  # causal QK^T and PV
-    flops = 2 * block_params(cfg) * new + 2 * d * head_cols + attn_flops
-    bytes_moved = params * wbytes + 2 * layers * total * d * 4  # weights + the K/V read (fp32 cache)
-    return max(flops / rates["sgemm_flops"], bytes_moved / rates["stream_bytes"])
+    attention = rows * layers * 2 * d * new * (past + (new + 1) / 2)  # q.k and p.v over the causal keys
+    return Work(weight_macs=rows * (new * block_params(cfg) + d * head_cols),  # the head reads the last position
+                attention_macs=attention, weight_bytes=(block_params(cfg) + d * head_cols) * weight_bytes,
+                cache_bytes=rows * layers * 2 * (past + new) * d * kv_bytes, gemm_rows=rows * new)
+
+
+def fine_work(cfg: GPTConfig, positions: int, head_cols: int, weight_bytes: float, rows: int = 1) -> Work:
+    """A fine pass: `rows` windows of `positions` frames, attention bidirectional."""
+    d = cfg.n_embd
+    return Work(weight_macs=rows * positions * (block_params(cfg) + d * head_cols),
+                attention_macs=rows * cfg.n_layer * 2 * d * positions * positions,
+                weight_bytes=(block_params(cfg) + d * head_cols) * weight_bytes, cache_bytes=0,
+                gemm_rows=rows * positions)
+
+
+def codec_work(cfg: CodecConfig, frames: int, weight_bytes: float, rows: int = 1) -> Work:
+    """A codec call: its convolutions and LSTM counted as fp32 MACs (the codec computes in fp32)."""
+    return Work(weight_macs=0, attention_macs=rows * codec_flops(cfg, frames) / 2, weight_bytes=weight_bytes,
+                cache_bytes=0, gemm_rows=rows * frames)
+
+
+def segment_calls(configs: dict, codec: CodecConfig, w: Workload, precision: str, voice: bool = False,
+                  rows: int = 1, kv_bytes: int = 4, codec_bytes: float = 0.0):
+    """Every graph call of one segment by Bark's algorithm, as (stage, kind, Work): `rows` requests
+    in step (each call carries a row of each). kind names the call type the `bench roofline`
+    table times ('step', 'prefill', 'fine pass', 'codec chunk').
+
+    voice: the histories a voice preset gives at most (a full coarse history from the first window,
+    512 frames of fine history); without one both start empty."""
+    wb = WEIGHT_BYTES[precision]
+    sem, coarse, fine = configs["semantic"], configs["coarse"], configs["fine"]
+    # semantic: text and history merged into 256 positions, the infer token, then one token a step
+    yield "semantic", "prefill", causal_work(sem, SEMANTIC_HEAD, rows, MAX_TEXT_TOKENS + 1, 0, wb, kv_bytes)
+    for i in range(w.semantic_tokens - 1):
+        yield "semantic", "step", causal_work(sem, SEMANTIC_HEAD, rows, 1, MAX_TEXT_TOKENS + 1 + i, wb, kv_bytes)
+    # coarse: each window a fresh prefill of 256 semantic + infer + history (the prefill draws the
+    # window's first token), then a step for each of the others
+    opts = CoarseOptions()
+    history = voice_coarse_history(opts) if voice else 0
+    done = 0
+    while done < w.coarse_tokens:
+        prompt = MAX_TEXT_TOKENS + 1 + min(history + done, opts.max_coarse_history)
+        yield "coarse", "prefill", causal_work(coarse, COARSE_HEAD, rows, prompt, 0, wb, kv_bytes)
+        steps = min(opts.sliding_window_len, w.coarse_tokens - done)
+        for i in range(steps - 1):
+            yield "coarse", "step", causal_work(coarse, COARSE_HEAD, rows, 1, prompt + i, wb, kv_bytes)
+        done += steps
+    # fine: each window one bidirectional pass per codebook it fills
+    passes = len(fine_windows(w.frames, FINE_HISTORY if voice else 0)) * (N_FINE_CODEBOOKS - N_COARSE_CODEBOOKS)
+    for _ in range(passes):
+        yield "fine", "fine pass", fine_work(fine, FINE_WINDOW, CODEBOOK_SIZE, wb, rows)
+    yield "codec", "codec chunk", codec_work(codec, w.frames, codec_bytes, rows)
+
+
+def voice_coarse_history(opts: CoarseOptions) -> int:
+    """The coarse tokens of history the longest voice prompt leaves (Bark trims it to whole semantic
+    tokens, then drops the last two): 626 with Bark's 630."""
+    return int(round(opts.max_semantic_history * SEMANTIC_TO_COARSE_RATIO)) - 2
+
+
+def rates_as_peaks(rates: dict) -> dict:
+    """`machine_rates` (one sgemm FLOP rate, one stream rate) in `Work.bound`'s terms."""
+    macs = rates["sgemm_flops"] / 2
+    return {"gemm": {1: macs}, "fp32": macs, "read": rates["stream_bytes"]}
 
 
 def estimate(configs: dict, codec: CodecConfig, w: Workload, precision: str, rates: dict) -> dict[str, float]:
-    """Lower-bound seconds per stage for the workload."""
-    wb = WEIGHT_BYTES[precision]
-    sem, coarse, fine = configs["semantic"], configs["coarse"], configs["fine"]
-    # semantic: a 257-position prefill, then one token per step
-    t_sem = _call(sem, 257, 0, 10_001, wb, rates)
-    t_sem += sum(_call(sem, 1, 257 + i, 10_001, wb, rates) for i in range(w.semantic_tokens - 1))
-    # coarse: per window a fresh prefill of 256 semantic + infer + history, then up to 60 steps
-    opts = CoarseOptions()
-    t_coarse, done = 0.0, 0
-    while done < w.coarse_tokens:
-        history = min(done, opts.max_coarse_history)
-        prompt = 257 + history
-        t_coarse += _call(coarse, prompt, 0, 2048, wb, rates)
-        steps = min(opts.sliding_window_len, w.coarse_tokens - done)
-        t_coarse += sum(_call(coarse, 1, prompt + i, 2048, wb, rates) for i in range(steps - 1))
-        done += steps
-    # fine: per window 6 non-causal forwards over 1024 frames
-    windows = 1 + max(0, int(np.ceil((w.frames - 1024) / 512)))
-    d = fine.n_embd
-    fine_flops = 2 * block_params(fine) * 1024 + 4 * fine.n_layer * d * 1024 * 1024 + 2 * d * 1024 * 1024
-    fine_bytes = (block_params(fine) * wb) + 1024 * d * 4 * fine.n_layer * 8  # weights + activations
-    t_fine = windows * 6 * max(fine_flops / rates["sgemm_flops"], fine_bytes / rates["stream_bytes"])
-    return {"semantic": t_sem, "coarse": t_coarse, "fine": t_fine, "codec": codec_seconds(codec, w, rates)}
-
-
-def codec_seconds(cfg: CodecConfig, w: Workload, rates: dict) -> float:
-    """The SEANet decoder's FLOPs (convolutions and LSTM) at the sgemm rate."""
-    return codec_flops(cfg, w.frames) / rates["sgemm_flops"]
+    """Lower-bound seconds per stage for the workload (no voice), at the sgemm and stream rates."""
+    peaks = rates_as_peaks(rates)
+    seconds = dict.fromkeys(("semantic", "coarse", "fine", "codec"), 0.0)
+    for stage, _, work in segment_calls(configs, codec, w, precision):
+        seconds[stage] += work.bound(peaks)[0]
+    return seconds
 
 
 def codec_flops(cfg: CodecConfig, frames: int) -> float:
