@@ -112,25 +112,28 @@ def test_a_stage_is_bound_by_the_sum_of_its_calls():
 
 def test_a_segment_at_the_pace_of_the_timed_calls():
     peaks = {"gemm": {1: 1e10, 8: 8e10, 887: 3e11}, "fp32": 1e11, "read": 1e10}
-    paces = {"semantic step": 0.5, "coarse step": 0.8, "coarse window prefill": 0.25, "fine pass": 1.0,
-             "codec chunk": 0.1}
-    rows = [{"call": call, "rows": n, "of_bound": pace} for call, pace in paces.items() for n in (1, 8)]
     config = type("Config", (), {**_configs(), "codec": CodecConfig()})
     w = Workload(semantic_tokens=40)
-    got = segment_rows(config, "int8", peaks, rows, 4, 0.0, w, cases=(("v", True, 8),))[0]
-    bound = dict.fromkeys(got["bound_s"], 0.0)
-    paced = dict.fromkeys(got["bound_s"], 0.0)
-    for stage, kind, work in segment_calls(_configs(), CodecConfig(), w, "int8", True, 8):
-        seconds = work.bound(peaks)[0]
-        bound[stage] += seconds
-        pace = paces[f"{stage} step"] if kind == "step" else {"prefill": 0.25, "fine pass": 1.0, "codec chunk": 0.1}[kind]
-        paced[stage] += seconds / pace
-    assert got["bound_s"] == pytest.approx(bound) and got["paced_s"] == pytest.approx(paced)
-    assert got["paced_s"]["codec"] == pytest.approx(10 * got["bound_s"]["codec"])
-    assert got["audio_s"] == pytest.approx(8 * w.audio_seconds)
+
+    def paced(one_row: float, eight_rows: float, requests: int) -> dict:
+        # steps at one pace per row count; prefills at the one-row prefill's; fine at its bound; codec 10x
+        rows = [{"call": call, "rows": 1, "of_bound": pace} for call, pace in (
+            ("semantic step", one_row), ("coarse step", one_row), ("coarse window prefill", one_row),
+            ("fine pass", 1.0), ("codec chunk", 0.1))]
+        rows += [{"call": call, "rows": 8, "of_bound": eight_rows} for call in ("semantic step", "coarse step")]
+        return segment_rows(config, "int8", peaks, rows, 4, 0.0, w, cases=(("v", True, requests),))[0]
+
+    one = paced(0.5, 0.25, requests=1)  # one request: every prefill and step at the one-row pace
+    for stage, factor in (("semantic", 2), ("coarse", 2), ("fine", 1), ("codec", 10)):
+        assert one["paced_s"][stage] == pytest.approx(factor * one["bound_s"][stage]), stage
+    eight = paced(0.25, 0.25, requests=8)  # eight: steps at the 8-row pace, prefills at the one-row pace
+    assert eight["paced_s"]["coarse"] == pytest.approx(4 * eight["bound_s"]["coarse"])
+    mixed = paced(0.5, 0.25, requests=8)  # the prefills' 2x lies between the steps' 4x and none
+    assert 2 * mixed["bound_s"]["coarse"] < mixed["paced_s"]["coarse"] < 4 * mixed["bound_s"]["coarse"]
+    assert eight["audio_s"] == pytest.approx(8 * w.audio_seconds) and eight["coarse_tokens"] == w.coarse_tokens
     text = table({"peaks": peaks | {"gemm_kind": "int8"}, "threads": 2, "cpu_flags": "avx2", "calls": [],
-                  "segment": [got]})
-    assert "| v | 8 | " in text
+                  "segment": [one, eight]})
+    assert "| v | 1 | " in text and "| v | 8 | " in text and "A 0.8 s segment (40 semantic tokens, 120 coarse, 60 frames)" in text
 
 
 @pytest.mark.slow

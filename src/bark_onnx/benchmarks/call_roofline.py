@@ -32,6 +32,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,6 +41,9 @@ from .roofline import (
     segment_calls, stream_rate,
 )
 from .workload import SEGMENT, STAGES, Workload
+
+if TYPE_CHECKING:
+    from bark_onnx.runtime.model.config import ModelConfig
 
 CHAIN = 24  # products per chain: 12 pairs of (768 x 3072, 3072 x 768), a bark-small MLP each
 SHAPES = ((768, 3072), (3072, 768))
@@ -162,8 +166,9 @@ def _time_prefill(decoder, positions: int, band: tuple[int, int], rng, rounds: i
     return float(np.median(times[1:]))
 
 
-def measure_calls(model_dir: Path, threads: int, rounds: int = 3) -> tuple[list[dict], str]:
-    """Each call type's work and median seconds on the CPU provider, and the model's precision."""
+def measure_calls(model_dir: Path, threads: int, rounds: int = 3) -> tuple[list[dict], ModelConfig, int]:
+    """Each call type's work and median seconds on the CPU provider, the model's config, and the
+    bytes of one cached key or value element."""
     from bark_onnx import Bark
 
     tts = Bark.load(model_dir, providers=["cpu"], threads=threads, max_batch=max(STEP_ROWS))
@@ -196,7 +201,7 @@ def measure_calls(model_dir: Path, threads: int, rounds: int = 3) -> tuple[list[
         seconds = _median_seconds(lambda: codec.run(None, codes), rounds)
         calls.append({"call": "codec chunk", "rows": 1, "positions": f"{CODEC_FRAMES} frames", "seconds": seconds,
                       "work": codec_work(config.codec, CODEC_FRAMES, codec_bytes(Path(model_dir)))})
-        return calls, config.precision
+        return calls, config, kv
     finally:
         tts.close()
 
@@ -238,7 +243,7 @@ def _paces(rows: list[dict]) -> dict:
     return paces
 
 
-def segment_rows(config, precision: str, peaks: dict, rows: list[dict], kv_bytes: int, codec_weights: float,
+def segment_rows(config: ModelConfig, precision: str, peaks: dict, rows: list[dict], kv_bytes: int, codec_weights: float,
                  workload: Workload = SEGMENT, cases=SEGMENT_CASES) -> list[dict]:
     """One segment's calls (`segment_calls`), each stage summed twice: at the calls' bounds, and at
     the pace the timed calls of the same type ran (bound / of_bound; a prefill, fine pass or codec
@@ -287,18 +292,16 @@ def table(result: dict) -> str:
 
 
 def run(model_dir: Path, threads: int | None = None, rounds: int = 3, out=sys.stdout) -> dict:
-    from bark_onnx.runtime.model.config import ModelConfig
     from bark_onnx.runtime.sessions.session import default_threads
 
     from .report import cpu_flags
 
     threads = threads or default_threads()
-    calls, precision = measure_calls(model_dir, threads, rounds)
+    calls, config, kv_bytes = measure_calls(model_dir, threads, rounds)
+    precision = config.precision
     peaks = machine_peaks(tuple(sorted({c["work"].gemm_rows for c in calls if c["work"].weight_macs}
                                        | {1, 8, 32})), threads, precision in ("int8", "int4"))
     rows = rows_of(calls, peaks)
-    config = ModelConfig.load(model_dir)
-    kv_bytes = 2 if precision == "fp16" else 4  # the cache is fp16 where the graphs are
     result = {"model": str(model_dir), "precision": precision, "threads": threads, "cpu_flags": cpu_flags(),
               "peaks": peaks, "calls": rows,
               "segment": segment_rows(config, precision, peaks, rows, kv_bytes, codec_bytes(Path(model_dir)))}

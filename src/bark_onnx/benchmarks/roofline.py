@@ -25,7 +25,7 @@ from bark_onnx.runtime.model.config import CodecConfig, GPTConfig
 from bark_onnx.runtime.stages.coarse import CoarseOptions
 from bark_onnx.runtime.stages.fine import fine_windows
 
-from .workload import Workload
+from .workload import STAGES, Workload
 
 WEIGHT_BYTES = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5 + 4 / 32}  # int4: + a scale per block of 32
 SEMANTIC_HEAD = SEMANTIC_LOGITS[1] - SEMANTIC_LOGITS[0]  # the logits columns each graph's head computes
@@ -144,7 +144,7 @@ def segment_calls(configs: dict, codec: CodecConfig, w: Workload, precision: str
     in step (each call carries a row of each). kind names the call type the `bench roofline`
     table times ('step', 'prefill', 'fine pass', 'codec chunk').
 
-    voice: the histories a voice preset gives at most (a full coarse history from the first window,
+    voice: the longest histories a voice preset gives (626 coarse tokens, see voice_coarse_history;
     512 frames of fine history); without one both start empty."""
     wb = WEIGHT_BYTES[precision]
     sem, coarse, fine = configs["semantic"], configs["coarse"], configs["fine"]
@@ -186,7 +186,7 @@ def rates_as_peaks(rates: dict) -> dict:
 def estimate(configs: dict, codec: CodecConfig, w: Workload, precision: str, rates: dict) -> dict[str, float]:
     """Lower-bound seconds per stage for the workload (no voice), at the sgemm and stream rates."""
     peaks = rates_as_peaks(rates)
-    seconds = dict.fromkeys(("semantic", "coarse", "fine", "codec"), 0.0)
+    seconds = dict.fromkeys(STAGES, 0.0)
     for stage, _, work in segment_calls(configs, codec, w, precision):
         seconds[stage] += work.bound(peaks)[0]
     return seconds
